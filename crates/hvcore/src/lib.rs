@@ -1,2 +1,13 @@
-//! Portable hypervisor logic, tested on the host.
+//! Portable hypervisor logic, tested on the host: syndrome decoding, boot
+//! arguments, physical-range arithmetic and the page-frame bitmap.
 #![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod addr;
+pub mod bootargs;
+pub mod esr;
+pub mod frame;
+pub mod range;
+
+pub use addr::PhysAddr;

@@ -1,0 +1,211 @@
+//! EL2 exception handling: the vector table (`boot/vectors.S`), the trap
+//! frame it saves, and the Rust handler. For now every exception is fatal:
+//! a decoded register dump, then exit with [`ExitStatus::Exception`].
+//! Lower-EL synchronous exceptions will become the guest exit path.
+
+use core::arch::{asm, global_asm};
+use core::fmt;
+use core::mem::{offset_of, size_of};
+
+use aarch64_cpu::registers::{Readable, ESR_EL2, FAR_EL2};
+use hvcore::bootargs::FaultInjection;
+use hvcore::esr::Esr;
+
+use crate::console::fatal_println;
+use crate::exit::{exit, ExitStatus};
+use crate::percpu;
+
+/// General registers and return state saved on every exception entry.
+/// Shared with `boot/vectors.S`: the assembly receives the size and the
+/// `elr`/`spsr` offsets as constants, and stores `x0..x30` at 8 * n.
+#[repr(C)]
+#[derive(Debug)]
+pub struct TrapFrame {
+    /// `x0` to `x30`.
+    pub regs: [u64; 31],
+    /// `ELR_EL2`: where `eret` resumes.
+    pub elr: u64,
+    /// `SPSR_EL2`: the state `eret` restores.
+    pub spsr: u64,
+    /// Keeps the frame a multiple of 16 bytes (SP alignment).
+    _pad: u64,
+}
+
+const _: () = {
+    assert!(offset_of!(TrapFrame, regs) == 0);
+    assert!(size_of::<TrapFrame>().is_multiple_of(16));
+    // vectors.S stores x30 alone at 16 * 15 = 240, just below `elr`.
+    assert!(offset_of!(TrapFrame, elr) == 31 * 8);
+};
+
+global_asm!(
+    include_str!("../boot/vectors.S"),
+    FRAME_SIZE = const size_of::<TrapFrame>(),
+    FRAME_ELR = const offset_of!(TrapFrame, elr),
+    FRAME_SPSR = const offset_of!(TrapFrame, spsr),
+    HANDLER = sym handle_exception,
+);
+
+/// Where an exception came from: which group of four vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// EL2 using `SP_EL0`.
+    CurrentElSp0,
+    /// EL2 using `SP_EL2`.
+    CurrentElSpx,
+    /// EL1/EL0 in AArch64 (a guest).
+    LowerElAArch64,
+    /// EL1/EL0 in AArch32 (a guest).
+    LowerElAArch32,
+}
+
+/// The type of exception: the position within a group of four vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Synchronous.
+    Sync,
+    /// IRQ.
+    Irq,
+    /// FIQ.
+    Fiq,
+    /// SError.
+    SError,
+}
+
+/// Which of the 16 vectors was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vector {
+    /// Where the exception came from.
+    pub origin: Origin,
+    /// What kind it is.
+    pub kind: Kind,
+}
+
+impl Vector {
+    /// Decodes the index (0..16) the vector stub passes.
+    pub const fn from_index(index: u64) -> Self {
+        let origin = match (index >> 2) & 0b11 {
+            0 => Origin::CurrentElSp0,
+            1 => Origin::CurrentElSpx,
+            2 => Origin::LowerElAArch64,
+            _ => Origin::LowerElAArch32,
+        };
+        let kind = match index & 0b11 {
+            0 => Kind::Sync,
+            1 => Kind::Irq,
+            2 => Kind::Fiq,
+            _ => Kind::SError,
+        };
+        Self { origin, kind }
+    }
+
+    /// Whether the exception came from a guest.
+    pub const fn is_from_lower_el(self) -> bool {
+        matches!(self.origin, Origin::LowerElAArch64 | Origin::LowerElAArch32)
+    }
+}
+
+impl fmt::Display for Vector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::Sync => "synchronous",
+            Kind::Irq => "IRQ",
+            Kind::Fiq => "FIQ",
+            Kind::SError => "SError",
+        };
+        let origin = match self.origin {
+            Origin::CurrentElSp0 => "current EL with SP_EL0",
+            Origin::CurrentElSpx => "current EL with SP_EL2",
+            Origin::LowerElAArch64 => "lower EL, AArch64",
+            Origin::LowerElAArch32 => "lower EL, AArch32",
+        };
+        write!(f, "{kind} from {origin}")
+    }
+}
+
+/// Called by `boot/vectors.S` with the saved frame and the vector index.
+/// When it returns, the (possibly modified) frame is restored and `eret`
+/// resumes at `frame.elr`.
+extern "C" fn handle_exception(frame: &mut TrapFrame, index: u64) {
+    let vector = Vector::from_index(index);
+    if vector.is_from_lower_el() {
+        fatal(
+            frame,
+            vector,
+            "exception from a lower EL, but no guest runs yet",
+        );
+    }
+    fatal(frame, vector, "unexpected exception at EL2");
+}
+
+/// Prints a decoded register dump and ends the run.
+fn fatal(frame: &TrapFrame, vector: Vector, why: &str) -> ! {
+    let esr_raw = ESR_EL2.get();
+    let esr = Esr::decode(esr_raw);
+    let cpu = percpu::current_id();
+    fatal_println!("");
+    fatal_println!("!!! FATAL on cpu {cpu}: {why}");
+    fatal_println!("    vector: {vector}");
+    fatal_println!(
+        "    EC:     {} ({:#04x})",
+        esr.class,
+        ESR_EL2::EC.read(esr_raw)
+    );
+    fatal_println!("    ISS:    {}", esr.iss);
+    fatal_println!(
+        "    ESR_EL2 {esr_raw:#018x}  ELR_EL2 {:#018x}  FAR_EL2 {:#018x}  SPSR_EL2 {:#018x}",
+        frame.elr,
+        FAR_EL2.get(),
+        frame.spsr
+    );
+    for row in 0..8 {
+        let mut line = [(0usize, 0u64); 4];
+        let mut n = 0;
+        for col in 0..4 {
+            let reg = row * 4 + col;
+            if reg < 31 {
+                line[n] = (reg, frame.regs[reg]);
+                n += 1;
+            }
+        }
+        fatal_println!("    {}", RegRow(&line[..n]));
+    }
+    exit(ExitStatus::Exception)
+}
+
+/// One row of the register dump.
+struct RegRow<'a>(&'a [(usize, u64)]);
+
+impl fmt::Display for RegRow<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (reg, value)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("  ")?;
+            }
+            write!(f, "x{reg:<2} {value:#018x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Crashes on purpose, as `fault=` on the command line asks, so the fatal
+/// paths can be tested end to end.
+pub fn inject(fault: FaultInjection) -> ! {
+    match fault {
+        FaultInjection::Panic => panic!("deliberate panic (fault=panic)"),
+        FaultInjection::Abort => {
+            // SAFETY: the load targets an address beyond any physical
+            // address space, so it reads no memory: it takes a data abort
+            // (address size fault), which is fatal and never returns here.
+            unsafe {
+                asm!("ldr {tmp}, [{addr}]", addr = in(reg) !0xfu64, tmp = out(reg) _, options(nostack, readonly));
+            }
+        }
+        FaultInjection::Brk => {
+            // SAFETY: `brk` only raises a breakpoint exception, which is
+            // fatal and never returns here; no memory or register is used.
+            unsafe { asm!("brk #0x1", options(nomem, nostack)) };
+        }
+    }
+    unreachable!("an injected fault returned")
+}

@@ -1,0 +1,101 @@
+//! Boot-time memory layout: RAM minus the image, the DTB, the initrd and the
+//! reserved ranges; the heap is carved from it and the rest become frames.
+
+use core::fmt;
+
+use hvcore::addr::FRAME_SIZE;
+use hvcore::frame::FrameAllocator;
+use hvcore::range::{PhysRange, RangeError, RangeSet};
+use log::{debug, info};
+
+use super::{frame, heap};
+use crate::dtb::{Platform, MAX_RANGES};
+
+/// Size of the EL2 heap.
+const HEAP_SIZE: u64 = 4 * 1024 * 1024;
+
+unsafe extern "C" {
+    /// First byte of the image (`linker.ld`).
+    static _image_start: u8;
+    /// First byte past the image, including `.bss` and the stacks.
+    static _image_end: u8;
+}
+
+/// Why memory could not be set up.
+#[derive(Debug)]
+pub enum MmError {
+    /// Too many holes in memory to track.
+    Ranges(RangeError),
+    /// No free block large enough for the heap.
+    NoRoomForHeap {
+        /// Usable bytes, in total.
+        usable: u64,
+    },
+}
+
+impl fmt::Display for MmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ranges(e) => write!(f, "memory layout: {e}"),
+            Self::NoRoomForHeap { usable } => write!(
+                f,
+                "no contiguous {} KiB for the heap ({usable} bytes usable in total)",
+                HEAP_SIZE / 1024
+            ),
+        }
+    }
+}
+
+/// The hypervisor image in memory, `.bss` and stacks included.
+pub fn image_range() -> PhysRange {
+    let start = (&raw const _image_start) as u64;
+    let end = (&raw const _image_end) as u64;
+    // The linker script places _image_end after _image_start.
+    PhysRange::new(start, end).unwrap_or_default()
+}
+
+/// Sets up the heap and the frame allocator from `platform`'s memory.
+/// Boot CPU only, once.
+///
+/// # Errors
+///
+/// An [`MmError`] if the layout cannot be represented or there is no room
+/// for the heap.
+pub fn init(platform: &Platform) -> Result<(), MmError> {
+    let image = image_range();
+    let mut usable: RangeSet<MAX_RANGES> = platform.memory.clone();
+    let mut in_use = [Some(image), Some(platform.dtb), platform.initrd]
+        .into_iter()
+        .flatten()
+        .chain(platform.reserved.as_slice().iter().copied());
+    in_use
+        .try_for_each(|r| usable.remove(r))
+        .map_err(MmError::Ranges)?;
+    usable.shrink_to_alignment(FRAME_SIZE);
+    info!("image: {image} ({} KiB)", image.size() / 1024);
+
+    let heap = usable
+        .take(HEAP_SIZE, FRAME_SIZE)
+        .ok_or(MmError::NoRoomForHeap {
+            usable: usable.total_size(),
+        })?;
+    // SAFETY: `heap` was just removed from `usable`, which excludes the
+    // image (with stacks), the DTB, the initrd and reserved memory, and is
+    // the only source of frames below: the heap owns it exclusively. RAM
+    // is accessible at its physical address with the MMU off.
+    unsafe { heap::init(heap) };
+    debug!("heap: {heap}");
+
+    for range in usable.as_slice() {
+        debug!("frames: {range} ({} frames)", range.size() / FRAME_SIZE);
+    }
+    frame::init(FrameAllocator::new(usable.as_slice()));
+    let stats = frame::frame_stats();
+    info!(
+        "mm: heap {} KiB, {} free frames ({} MiB)",
+        HEAP_SIZE / 1024,
+        stats.free,
+        stats.free as u64 * FRAME_SIZE / (1024 * 1024)
+    );
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! PSCI calls over the SMC conduit: starting secondary CPUs, and powering
+//! off as a fallback exit. (The HVC conduit would trap to EL2 itself.)
+
+use core::arch::asm;
+use core::fmt;
+
+use hvcore::PhysAddr;
+
+/// `PSCI_VERSION`.
+const PSCI_VERSION: u32 = 0x8400_0000;
+/// `CPU_ON`, SMC64 calling convention.
+const CPU_ON_64: u32 = 0xc400_0003;
+/// `SYSTEM_OFF`.
+const SYSTEM_OFF: u32 = 0x8400_0008;
+
+/// A PSCI error return code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PsciError {
+    /// `NOT_SUPPORTED` (-1).
+    NotSupported,
+    /// `INVALID_PARAMETERS` (-2).
+    InvalidParameters,
+    /// `DENIED` (-3).
+    Denied,
+    /// `ALREADY_ON` (-4).
+    AlreadyOn,
+    /// `ON_PENDING` (-5).
+    OnPending,
+    /// `INTERNAL_FAILURE` (-6).
+    InternalFailure,
+    /// `NOT_PRESENT` (-7).
+    NotPresent,
+    /// `DISABLED` (-8).
+    Disabled,
+    /// `INVALID_ADDRESS` (-9).
+    InvalidAddress,
+    /// Any other value.
+    Other(i64),
+}
+
+impl PsciError {
+    fn check(ret: u64) -> Result<u64, Self> {
+        Err(match ret as i64 {
+            0.. => return Ok(ret),
+            -1 => Self::NotSupported,
+            -2 => Self::InvalidParameters,
+            -3 => Self::Denied,
+            -4 => Self::AlreadyOn,
+            -5 => Self::OnPending,
+            -6 => Self::InternalFailure,
+            -7 => Self::NotPresent,
+            -8 => Self::Disabled,
+            -9 => Self::InvalidAddress,
+            other => Self::Other(other),
+        })
+    }
+}
+
+impl fmt::Display for PsciError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::NotSupported => "NOT_SUPPORTED",
+            Self::InvalidParameters => "INVALID_PARAMETERS",
+            Self::Denied => "DENIED",
+            Self::AlreadyOn => "ALREADY_ON",
+            Self::OnPending => "ON_PENDING",
+            Self::InternalFailure => "INTERNAL_FAILURE",
+            Self::NotPresent => "NOT_PRESENT",
+            Self::Disabled => "DISABLED",
+            Self::InvalidAddress => "INVALID_ADDRESS",
+            Self::Other(code) => return write!(f, "unknown PSCI error {code}"),
+        };
+        f.write_str(name)
+    }
+}
+
+/// Makes an SMCCC call through `smc #0`.
+///
+/// # Safety
+///
+/// The call must not hand the secure firmware anything that lets it break
+/// Rust's guarantees (e.g. an entry point for `CPU_ON` must be valid code).
+unsafe fn smc(function: u32, arg1: u64, arg2: u64, arg3: u64) -> u64 {
+    let ret;
+    // SAFETY: an SMCCC call returns to the next instruction and, per SMCCC
+    // v1.0, may clobber x0-x17 but preserves every other register and our
+    // memory; the caller vouches for what the call itself does.
+    unsafe {
+        asm!(
+            "smc #0",
+            inout("x0") u64::from(function) => ret,
+            inout("x1") arg1 => _,
+            inout("x2") arg2 => _,
+            inout("x3") arg3 => _,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+            out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+            out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+            out("x16") _, out("x17") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// The PSCI version as (major, minor).
+pub fn version() -> (u16, u16) {
+    // SAFETY: PSCI_VERSION has no arguments and no side effects.
+    let v = unsafe { smc(PSCI_VERSION, 0, 0, 0) };
+    ((v >> 16) as u16, v as u16)
+}
+
+/// Starts the CPU with affinity `mpidr` at EL2 at `entry`, with `x0` =
+/// `context`.
+///
+/// # Errors
+///
+/// The PSCI error code when the firmware refuses (e.g. `ALREADY_ON`,
+/// `INVALID_PARAMETERS` for an unknown MPIDR).
+///
+/// # Safety
+///
+/// `entry` must be the physical address of code that is correct to run on a
+/// fresh CPU with MMU off and no stack, given `context` in `x0`.
+pub unsafe fn cpu_on(mpidr: u64, entry: PhysAddr, context: u64) -> Result<(), PsciError> {
+    // SAFETY: forwarded from this function's contract.
+    let ret = unsafe { smc(CPU_ON_64, mpidr, entry.as_u64(), context) };
+    PsciError::check(ret).map(|_| ())
+}
+
+/// Powers the system off. Under QEMU this ends the emulation with status 0,
+/// whatever the hypervisor's verdict: only a fallback.
+pub fn system_off() -> ! {
+    // SAFETY: SYSTEM_OFF takes no arguments and does not return on success.
+    unsafe { smc(SYSTEM_OFF, 0, 0, 0) };
+    loop {
+        aarch64_cpu::asm::wfe();
+    }
+}

@@ -1,0 +1,144 @@
+//! Bringing the secondary CPUs online with PSCI `CPU_ON`, and what they run
+//! once online.
+
+use core::fmt;
+
+use aarch64_cpu::registers::{CurrentEL, Readable, CNTFRQ_EL0, CNTPCT_EL0};
+use log::{error, info, warn};
+
+use crate::boot::secondary_entry_point;
+use crate::dtb::{Platform, PsciConduit};
+use crate::exit::park;
+use crate::percpu::{self, CpuId, MAX_CPUS};
+use crate::psci;
+
+/// How long the boot CPU waits for all secondaries to announce themselves.
+const ONLINE_TIMEOUT_MS: u64 = 1000;
+
+/// Why not all CPUs came online.
+#[derive(Debug)]
+pub enum SmpError {
+    /// The boot CPU's MPIDR is not among the device tree's CPUs.
+    BootCpuNotListed(u64),
+    /// Secondaries exist but PSCI is unusable from EL2.
+    NoPsci(Option<PsciConduit>),
+    /// `count` CPUs failed to start or did not announce themselves in time.
+    Missing {
+        /// How many.
+        count: usize,
+    },
+}
+
+impl fmt::Display for SmpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BootCpuNotListed(mpidr) => {
+                write!(f, "boot CPU (mpidr {mpidr:#x}) is not listed under /cpus")
+            }
+            Self::NoPsci(None) => {
+                f.write_str("secondary CPUs listed but no PSCI node to start them")
+            }
+            Self::NoPsci(Some(conduit)) => write!(
+                f,
+                "PSCI method is {conduit:?}: unusable from EL2 (an HVC would trap to the \
+                 hypervisor itself); need method = \"smc\""
+            ),
+            Self::Missing { count } => write!(f, "{count} CPU(s) did not come online"),
+        }
+    }
+}
+
+/// Milliseconds since the counter started.
+fn now_ms() -> u64 {
+    let freq = CNTFRQ_EL0.get().max(1);
+    CNTPCT_EL0.get() / (freq / 1000).max(1)
+}
+
+/// Records the boot CPU, starts every other CPU the device tree lists, and
+/// waits (bounded) until all have announced themselves. Logical ids: the
+/// boot CPU is 0, the others follow in device-tree order.
+///
+/// # Errors
+///
+/// An [`SmpError`] if the boot CPU is not listed, PSCI is unusable, or any
+/// CPU failed to come online (each failure is logged with its MPIDR).
+pub fn start_secondaries(platform: &Platform) -> Result<usize, SmpError> {
+    let boot_mpidr = percpu::current_mpidr();
+    let mpidrs = platform.cpus.mpidrs();
+    if !mpidrs.contains(&boot_mpidr) {
+        return Err(SmpError::BootCpuNotListed(boot_mpidr));
+    }
+    announce(CpuId::BOOT, boot_mpidr);
+
+    let secondaries = mpidrs.iter().copied().filter(|&m| m != boot_mpidr);
+    let mut started = [false; MAX_CPUS];
+    let mut failures = 0;
+    for (id, mpidr) in percpu::all().skip(1).zip(secondaries) {
+        if platform.psci != Some(PsciConduit::Smc) {
+            return Err(SmpError::NoPsci(platform.psci));
+        }
+        percpu::get(id).set_mpidr(mpidr);
+        // SAFETY: `secondary_entry` (boot/entry.S) is the entry point for a
+        // fresh CPU with the MMU off: it installs the vectors and takes the
+        // stack of the logical id passed as context id, which is below
+        // MAX_CPUS (ids come from `percpu::all`) and used by no other CPU.
+        match unsafe { psci::cpu_on(mpidr, secondary_entry_point(), id.index() as u64) } {
+            Ok(()) => started[id.index()] = true,
+            Err(e) => {
+                error!("cpu {id} (mpidr {mpidr:#x}): PSCI CPU_ON failed: {e}");
+                failures += 1;
+            }
+        }
+    }
+
+    let deadline = now_ms() + ONLINE_TIMEOUT_MS;
+    while pending(&started).next().is_some() && now_ms() < deadline {
+        core::hint::spin_loop();
+    }
+    for id in pending(&started) {
+        error!(
+            "cpu {id} (mpidr {:#x}) did not come online within {ONLINE_TIMEOUT_MS} ms",
+            percpu::get(id).mpidr()
+        );
+        failures += 1;
+    }
+    if failures > 0 {
+        return Err(SmpError::Missing { count: failures });
+    }
+    Ok(percpu::all()
+        .filter(|id| percpu::get(*id).is_online())
+        .count())
+}
+
+/// CPUs that were started but have not announced themselves yet.
+fn pending(started: &[bool; MAX_CPUS]) -> impl Iterator<Item = CpuId> + '_ {
+    percpu::all().filter(|id| started[id.index()] && !percpu::get(*id).is_online())
+}
+
+/// Marks the calling CPU online and says so.
+fn announce(id: CpuId, mpidr: u64) {
+    let cpu = percpu::get(id);
+    cpu.set_mpidr(mpidr);
+    cpu.mark_online();
+    info!(
+        "cpu {id} online at EL{} (mpidr {mpidr:#x})",
+        CurrentEL.read(CurrentEL::EL)
+    );
+}
+
+/// Rust entry of a secondary CPU (after `boot/entry.S`).
+pub fn secondary_main(id: CpuId) -> ! {
+    let expected = percpu::current().mpidr();
+    let actual = percpu::current_mpidr();
+    if actual != expected {
+        warn!("cpu {id}: started as mpidr {expected:#x} but MPIDR says {actual:#x}");
+    }
+    announce(id, actual);
+    // Nothing to run yet: later this CPU runs its pinned vCPU.
+    park()
+}
+
+/// The PSCI version, for the boot summary (only when PSCI is usable).
+pub fn psci_version(platform: &Platform) -> Option<(u16, u16)> {
+    (platform.psci == Some(PsciConduit::Smc)).then(psci::version)
+}
