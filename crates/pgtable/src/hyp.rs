@@ -1,0 +1,155 @@
+//! The hypervisor's own EL2 stage-1 tables (`TTBR0_EL2`), built with the same walker.
+
+use core::marker::PhantomData;
+
+use crate::error::Error;
+use crate::geometry::{Geometry, Level};
+use crate::mm::{pages_needed, MemCache, MmOps};
+use crate::ops::{self, Mapped};
+use crate::policy::Access;
+use crate::pte::{self, Format, Prot};
+use crate::stats::StatsSnapshot;
+use crate::tree::Tree;
+use crate::walker::WalkFlags;
+
+/// The EL2 translation tree. Every operation is exclusive (`&mut`): the
+/// hypervisor changes its own mappings at boot or under its own lock, and
+/// never replaces a live mapping (that could pull the ground from under
+/// the code doing it): mapping over a different mapping is
+/// [`Error::Conflict`].
+pub struct Hyp<M: MmOps> {
+    tree: Tree<M>,
+}
+
+impl<M: MmOps> Hyp<M> {
+    /// An empty tree for `va_bits` of virtual address (no concatenation).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedSize`], or [`Error::NoMemory`] for the root.
+    pub fn new(mm: M, va_bits: u32) -> Result<Hyp<M>, Error> {
+        let geometry =
+            Geometry::stage1(va_bits).ok_or(Error::UnsupportedSize { ia_bits: va_bits })?;
+        Ok(Hyp {
+            tree: Tree::new(mm, geometry)?,
+        })
+    }
+
+    /// The tree's shape (for `TCR_EL2.T0SZ`).
+    #[must_use]
+    pub fn geometry(&self) -> Geometry {
+        self.tree.geometry
+    }
+
+    /// Physical address of the root (for `TTBR0_EL2`).
+    #[must_use]
+    pub fn root_pa(&self) -> u64 {
+        self.tree.root_pa()
+    }
+
+    /// The tree's counters.
+    #[must_use]
+    pub fn stats(&self) -> StatsSnapshot {
+        self.tree.stats()
+    }
+
+    /// The memory operations the tree uses.
+    #[must_use]
+    pub fn mm(&self) -> &M {
+        &self.tree.mm
+    }
+
+    /// Maps `[va, va + size)` to `[pa, pa + size)` with `prot`, using the
+    /// largest blocks alignment allows. Mapping what is already mapped the
+    /// same way is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// Range errors, [`Error::NoMemory`], [`Error::Conflict`] if a different
+    /// mapping is in the way.
+    pub fn map(&mut self, va: u64, size: u64, pa: u64, prot: Prot) -> Result<Mapped, Error> {
+        self.tree.check_range(va, size)?;
+        if pa & (crate::geometry::PAGE_SIZE - 1) != 0 {
+            return Err(Error::Misaligned { addr: pa, size });
+        }
+        let mut cache = MemCache::new();
+        let result = cache
+            .topup(
+                &self.tree.mm,
+                pages_needed(self.tree.geometry.start_level, va, size),
+            )
+            .and_then(|()| {
+                let mut map = ops::Map::<pte::El2> {
+                    ipa: va,
+                    pa,
+                    attrs: pte::El2::leaf_attrs(prot),
+                    max_size: Level::new(1).map_or(0, Level::entry_size),
+                    replace: false,
+                    cache: &mut cache,
+                    mapped: Mapped::default(),
+                    format: PhantomData,
+                };
+                self.tree
+                    .walk(va, size, &mut map, Access::Exclusive, WalkFlags::LEAF)
+                    .map(|()| map.mapped)
+            });
+        cache.drain(&self.tree.mm);
+        result
+    }
+
+    /// Unmaps `[va, va + size)`, freeing tables that become empty; returns
+    /// the bytes that were mapped.
+    ///
+    /// # Errors
+    ///
+    /// Range errors, [`Error::NoMemory`] if a block must be split.
+    pub fn unmap(&mut self, va: u64, size: u64) -> Result<u64, Error> {
+        self.tree.check_range(va, size)?;
+        let mut cache = MemCache::new();
+        // At most two blocks are cut in part (at each end), each needing
+        // one table per level below it.
+        let result = cache.topup(&self.tree.mm, 6).and_then(|()| {
+            let mut v = ops::Unmap::<pte::El2> {
+                cache: &mut cache,
+                unmapped: 0,
+                format: PhantomData,
+            };
+            let flags = WalkFlags::LEAF.union(WalkFlags::TABLE_POST);
+            self.tree
+                .walk(va, size, &mut v, Access::Exclusive, flags)
+                .map(|()| v.unmapped)
+        });
+        cache.drain(&self.tree.mm);
+        result
+    }
+
+    /// Translates `va` through the tree: the physical address and the
+    /// permissions, if mapped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfRange`] outside the tree.
+    pub fn translate(&self, va: u64) -> Result<Option<(u64, Prot)>, Error> {
+        let mut v = ops::GetLeaf::default();
+        let page = va & !(crate::geometry::PAGE_SIZE - 1);
+        self.tree.walk(
+            page,
+            crate::geometry::PAGE_SIZE,
+            &mut v,
+            Access::Shared,
+            WalkFlags::LEAF,
+        )?;
+        let (pte, level) = v.found.expect("a walk of one page visits one leaf");
+        Ok(pte.is_leaf(level).then(|| {
+            (
+                pte.output_address() + (va & (level.entry_size() - 1)),
+                pte::El2::prot(pte),
+            )
+        }))
+    }
+
+    /// Frees the whole tree (also done on drop).
+    pub fn destroy(self) {
+        drop(self);
+    }
+}

@@ -1,0 +1,376 @@
+//! Every operation's visitor: a small struct, the outcomes it reports, and nothing about what the walker does next.
+
+use core::marker::PhantomData;
+use core::sync::atomic::Ordering;
+
+use crate::geometry::{Level, ENTRIES_PER_TABLE};
+use crate::mm::{MemCache, MmOps};
+use crate::policy::{self, Access, Outcome, Policy};
+use crate::pte::{Format, Pte, AF};
+use crate::table::Table;
+use crate::walker::{VisitCtx, VisitKind, Visitor, WalkFlags};
+
+/// Leaves installed, by level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mapped {
+    by_level: [u64; 4],
+}
+
+impl Mapped {
+    /// Leaves installed at `level` (1: 1 GiB blocks, 2: 2 MiB blocks, 3: pages).
+    #[must_use]
+    pub fn at(&self, level: Level) -> u64 {
+        self.by_level[level.get() as usize]
+    }
+
+    /// Leaves installed in all.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.by_level.iter().sum()
+    }
+
+    fn add(&mut self, level: Level) {
+        self.by_level[level.get() as usize] += 1;
+    }
+}
+
+/// Cleans a new or departing leaf's memory to the point of coherency,
+/// unless the walk skips cache maintenance or the memory needs none.
+fn clean_leaf<M: MmOps, F: Format>(ctx: &VisitCtx<'_, M>, leaf: Pte) {
+    if !ctx.flags.contains(WalkFlags::SKIP_CMO) && F::needs_cmo(leaf) {
+        let size = ctx.size();
+        ctx.mm.dcache_clean_inval_poc(leaf.output_address(), size);
+        if F::prot(leaf).contains(crate::pte::Prot::X) {
+            ctx.mm.icache_inval_pou(leaf.output_address(), size);
+        }
+    }
+}
+
+/// Replaces the valid block in `ctx` by a table that maps the same memory
+/// with the same attributes one level down (break-before-make). The walker
+/// then descends into it.
+fn split_block<M: MmOps>(ctx: &VisitCtx<'_, M>, cache: &mut MemCache) -> Result<(), Outcome> {
+    let old = ctx.old;
+    let child = ctx
+        .level
+        .next()
+        .expect("a block is never at the last level");
+    let page = cache.take().ok_or(Outcome::NoMemory)?;
+    if let Err(outcome) = ctx.try_break() {
+        cache.put_back(page); // untouched, still zero
+        return Err(outcome);
+    }
+    // SAFETY: `page` came from the cache, so `ctx.mm` allocated it and no
+    // one else can reach it until `make` below links it.
+    let table = unsafe { Table::new(ctx.mm, page, ENTRIES_PER_TABLE) };
+    for i in 0..ENTRIES_PER_TABLE {
+        let pa = old.output_address() + i as u64 * child.entry_size();
+        let leaf = Pte::leaf_at(old.bits(), pa, child);
+        table.entry(i).store(leaf.bits(), Ordering::Relaxed);
+    }
+    ctx.make(Pte::table(page));
+    ctx.stats.table_added();
+    Ok(())
+}
+
+/// Installs leaves for `[ipa, ipa + size)` -> `[pa, pa + size)`, each as
+/// large as alignment, size and `max_size` allow. Installs missing tables
+/// from the cache, splits blocks that only part of the range covers, and
+/// (if `replace`) collapses tables where a block now fits.
+pub(crate) struct Map<'c, F> {
+    pub(crate) ipa: u64,
+    pub(crate) pa: u64,
+    pub(crate) attrs: u64,
+    pub(crate) max_size: u64,
+    /// May a valid mapping be replaced by break-before-make? (Never for
+    /// the hypervisor's own tables: they translate the code doing it.)
+    pub(crate) replace: bool,
+    pub(crate) cache: &'c mut MemCache,
+    pub(crate) mapped: Mapped,
+    pub(crate) format: PhantomData<F>,
+}
+
+impl<F: Format> Map<'_, F> {
+    fn pa_at(&self, addr: u64) -> u64 {
+        self.pa + (addr - self.ipa)
+    }
+
+    fn leaf_fits<M: MmOps>(&self, ctx: &VisitCtx<'_, M>) -> bool {
+        let size = ctx.size();
+        ctx.level.can_be_leaf()
+            && size <= self.max_size
+            && ctx.covers_entry()
+            && self.pa_at(ctx.addr) & (size - 1) == 0
+    }
+
+    fn install_leaf<M: MmOps>(&mut self, ctx: &VisitCtx<'_, M>) -> Result<(), Outcome> {
+        let new = Pte::leaf_at(self.attrs, self.pa_at(ctx.addr), ctx.level);
+        let old = ctx.old;
+        if old.is_locked() {
+            return Err(Outcome::LostRace);
+        }
+        if old.is_valid() {
+            // Same memory: nothing to do, or (in a fault) a permission or
+            // access-flag difference the fault's own path resolves.
+            if old.output_address() == new.output_address()
+                && (old == new || ctx.access == Access::Fault)
+            {
+                return Err(Outcome::Unchanged);
+            }
+            if !self.replace {
+                return Err(Outcome::Conflict);
+            }
+            ctx.try_break()?;
+            ctx.make(new);
+        } else {
+            ctx.try_set(new)?;
+        }
+        clean_leaf::<M, F>(ctx, new);
+        self.mapped.add(ctx.level);
+        Ok(())
+    }
+
+    fn install_table<M: MmOps>(&mut self, ctx: &VisitCtx<'_, M>) -> Result<(), Outcome> {
+        let old = ctx.old;
+        if old.is_locked() {
+            return Err(Outcome::LostRace);
+        }
+        if old.is_valid() {
+            if !self.replace {
+                return Err(Outcome::Conflict);
+            }
+            return split_block(ctx, self.cache);
+        }
+        let page = self.cache.take().ok_or(Outcome::NoMemory)?;
+        match ctx.try_set(Pte::table(page)) {
+            Ok(()) => {
+                ctx.stats.table_added();
+                Ok(())
+            }
+            Err(outcome) => {
+                self.cache.put_back(page); // never linked, still zero
+                Err(outcome)
+            }
+        }
+    }
+
+    /// A table sits where one block now fits: replace the whole subtree.
+    fn collapse<M: MmOps>(&mut self, ctx: &VisitCtx<'_, M>) -> Result<(), Outcome> {
+        let new = Pte::leaf_at(self.attrs, self.pa_at(ctx.addr), ctx.level);
+        ctx.try_break()?;
+        ctx.make(new);
+        let child = ctx
+            .level
+            .next()
+            .expect("a table is never at the last level");
+        ctx.retire_subtree(ctx.old.output_address(), child);
+        clean_leaf::<M, F>(ctx, new);
+        self.mapped.add(ctx.level);
+        Ok(())
+    }
+}
+
+impl<M: MmOps, F: Format> Visitor<M> for Map<'_, F> {
+    const POLICY: &'static Policy = &policy::MAP;
+
+    fn visit(&mut self, ctx: &VisitCtx<'_, M>, kind: VisitKind) -> Result<(), Outcome> {
+        match kind {
+            VisitKind::Leaf if self.leaf_fits(ctx) => self.install_leaf(ctx),
+            VisitKind::Leaf => self.install_table(ctx),
+            VisitKind::TablePre if self.replace && self.leaf_fits(ctx) => self.collapse(ctx),
+            VisitKind::TablePre | VisitKind::TablePost => Ok(()),
+        }
+    }
+}
+
+/// Removes leaves in the range (splitting blocks it only partly covers)
+/// and frees tables that become empty. Exclusive only.
+pub(crate) struct Unmap<'c, F> {
+    pub(crate) cache: &'c mut MemCache,
+    pub(crate) unmapped: u64,
+    pub(crate) format: PhantomData<F>,
+}
+
+impl<M: MmOps, F: Format> Visitor<M> for Unmap<'_, F> {
+    const POLICY: &'static Policy = &policy::UNMAP;
+
+    fn visit(&mut self, ctx: &VisitCtx<'_, M>, kind: VisitKind) -> Result<(), Outcome> {
+        let old = ctx.old;
+        match kind {
+            VisitKind::Leaf if !old.is_valid() => Err(Outcome::Unmapped),
+            VisitKind::Leaf if !ctx.covers_entry() => split_block(ctx, self.cache),
+            VisitKind::Leaf => {
+                ctx.try_set(Pte::INVALID)?;
+                if !ctx.flags.contains(WalkFlags::SKIP_BBM_TLBI) {
+                    ctx.mm.tlb_flush_addr(ctx.addr, ctx.level);
+                }
+                clean_leaf::<M, F>(ctx, old);
+                self.unmapped += ctx.size();
+                Ok(())
+            }
+            VisitKind::TablePost => {
+                // SAFETY: `old` is the table entry the walker just descended
+                // through; with exclusive access it still links that page.
+                let child = unsafe { Table::new(ctx.mm, old.output_address(), ENTRIES_PER_TABLE) };
+                if child.is_empty() {
+                    ctx.try_set(Pte::INVALID)?;
+                    // Walk caches may hold the table entry.
+                    ctx.mm
+                        .tlb_flush_addr(ctx.level.align_down(ctx.addr), ctx.level);
+                    let below = ctx
+                        .level
+                        .next()
+                        .expect("a table is never at the last level");
+                    ctx.retire_subtree(old.output_address(), below);
+                }
+                Ok(())
+            }
+            VisitKind::TablePre => Ok(()),
+        }
+    }
+}
+
+/// Sets and clears leaf attribute bits: relax permissions, write-protect,
+/// set the access flag. Never needs break-before-make (same output address).
+pub(crate) struct Attr {
+    pub(crate) set: u64,
+    pub(crate) clear: u64,
+    /// Invalidate each changed leaf at once (relaxing: some CPUs cache the
+    /// faulting entry); otherwise a reduction is left to a pending flush.
+    pub(crate) flush_each: bool,
+    /// Range of leaves whose permissions were reduced, for the pending flush.
+    pub(crate) reduced: Option<(u64, u64)>,
+}
+
+impl<M: MmOps> Visitor<M> for Attr {
+    const POLICY: &'static Policy = &policy::ATTR;
+
+    fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
+        let old = ctx.old;
+        if old.is_locked() {
+            return Err(Outcome::LostRace);
+        }
+        if !old.is_valid() {
+            return Err(Outcome::Unmapped);
+        }
+        let new = old.with(self.set, self.clear);
+        if new == old {
+            return Err(Outcome::Unchanged);
+        }
+        ctx.try_set(new)?;
+        let start = ctx.level.align_down(ctx.addr);
+        if self.flush_each {
+            ctx.mm.tlb_flush_addr(start, ctx.level);
+        } else {
+            let end = start + ctx.size();
+            self.reduced = Some(match self.reduced {
+                Some((lo, hi)) => (lo.min(start), hi.max(end)),
+                None => (start, end),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Tests (and optionally clears) the access flag of the leaves in a range.
+pub(crate) struct Age {
+    pub(crate) mkold: bool,
+    pub(crate) young: bool,
+}
+
+impl<M: MmOps> Visitor<M> for Age {
+    const POLICY: &'static Policy = &policy::AGE;
+
+    fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
+        let old = ctx.old;
+        if !old.is_valid() {
+            return Err(Outcome::Unmapped);
+        }
+        if old.young() {
+            // Recorded before the swap: a lost race still means "used".
+            self.young = true;
+            if self.mkold {
+                ctx.try_set(old.with(0, AF))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the entry that translates one address, and its level.
+#[derive(Default)]
+pub(crate) struct GetLeaf {
+    pub(crate) found: Option<(Pte, Level)>,
+}
+
+impl<M: MmOps> Visitor<M> for GetLeaf {
+    const POLICY: &'static Policy = &policy::GET_LEAF;
+
+    fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
+        self.found = Some((ctx.old, ctx.level));
+        Ok(())
+    }
+}
+
+/// Cleans and invalidates the data cache for the memory leaves map.
+pub(crate) struct Flush<F>(pub(crate) PhantomData<F>);
+
+impl<M: MmOps, F: Format> Visitor<M> for Flush<F> {
+    const POLICY: &'static Policy = &policy::FLUSH;
+
+    fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
+        if !ctx.old.is_valid() {
+            return Err(Outcome::Unmapped);
+        }
+        if F::needs_cmo(ctx.old) {
+            ctx.mm
+                .dcache_clean_inval_poc(ctx.old.output_address(), ctx.size());
+        }
+        Ok(())
+    }
+}
+
+/// Splits every block in the range down to pages, from the cache.
+pub(crate) struct Split<'c> {
+    pub(crate) cache: &'c mut MemCache,
+    pub(crate) split: u64,
+}
+
+impl<M: MmOps> Visitor<M> for Split<'_> {
+    const POLICY: &'static Policy = &policy::SPLIT;
+
+    fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
+        let old = ctx.old;
+        if old.is_locked() {
+            return Err(Outcome::LostRace);
+        }
+        if !old.is_valid() {
+            return Err(Outcome::Unmapped);
+        }
+        if ctx.level == Level::LAST {
+            return Ok(());
+        }
+        split_block(ctx, self.cache)?;
+        self.split += 1;
+        Ok(())
+    }
+}
+
+/// Frees the table below each table entry, after its children (post-order).
+/// Only walks over unreachable tables use it (see `walker::free_below`).
+pub(crate) struct Free;
+
+impl<M: MmOps> Visitor<M> for Free {
+    const POLICY: &'static Policy = &policy::FREE;
+
+    fn visit(&mut self, ctx: &VisitCtx<'_, M>, kind: VisitKind) -> Result<(), Outcome> {
+        if kind == VisitKind::TablePost {
+            ctx.stats.table_freed();
+            // SAFETY: a free walk runs only over tables nobody can reach
+            // (`free_below`'s contract); the walker has finished with this
+            // child table, and it was allocated by `ctx.mm` as one page.
+            unsafe { ctx.mm.free_pages(ctx.old.output_address(), 1) };
+        }
+        Ok(())
+    }
+}

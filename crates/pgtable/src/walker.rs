@@ -1,0 +1,396 @@
+//! The one page-table walker: visits entries in address order and applies the operation's policy to each outcome.
+//!
+//! Concurrency rules the walker relies on (each is argued where the code
+//! depends on it):
+//! - Entries are read and written only as whole 64-bit atomics. Exclusive
+//!   walks store; shared walks compare-and-swap from the value they read, so
+//!   a concurrent change is seen as the `lost-race` outcome, never
+//!   overwritten.
+//! - A walker re-reads an entry after visiting it (acquire), so it descends
+//!   into a table that it, or a racing walker, just installed; table
+//!   contents are published with a release store, so a walker that sees the
+//!   table entry sees the table's initialised entries.
+//! - An entry is replaced by a different valid one only through
+//!   break-before-make: swap in the locked invalid marker, invalidate the
+//!   TLB, then store the new entry. No CPU or walker sees both translations.
+//! - Table pages a shared walk unlinks are freed only once no shared walker
+//!   can be inside them (`crate::defer`).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::defer::Deferred;
+use crate::geometry::Level;
+use crate::mm::MmOps;
+use crate::policy::{Access, Action, Outcome, Policy};
+use crate::pte::Pte;
+use crate::stats::Stats;
+use crate::table::Table;
+
+/// Which visits a walk makes, and which maintenance it skips.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct WalkFlags(u8);
+
+impl WalkFlags {
+    /// Visit leaves (blocks, pages and invalid entries).
+    pub const LEAF: WalkFlags = WalkFlags(1);
+    /// Visit a table entry before its children.
+    pub const TABLE_PRE: WalkFlags = WalkFlags(2);
+    /// Visit a table entry after its children.
+    pub const TABLE_POST: WalkFlags = WalkFlags(4);
+    /// Skip the TLB invalidation of break-before-make (the tree is not live).
+    pub const SKIP_BBM_TLBI: WalkFlags = WalkFlags(8);
+    /// Skip cache maintenance (the tree is not linked in yet).
+    pub const SKIP_CMO: WalkFlags = WalkFlags(16);
+
+    /// Both sets of flags.
+    #[must_use]
+    pub const fn union(self, other: WalkFlags) -> WalkFlags {
+        WalkFlags(self.0 | other.0)
+    }
+
+    /// Whether every flag of `other` is set.
+    #[must_use]
+    pub const fn contains(self, other: WalkFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// Which visit of an entry this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VisitKind {
+    /// A leaf or invalid entry.
+    Leaf,
+    /// A table entry, before its children.
+    TablePre,
+    /// A table entry, after its children.
+    TablePost,
+}
+
+/// What a visitor sees of one entry, and the only ways it may change it.
+pub(crate) struct VisitCtx<'w, M: MmOps> {
+    pub(crate) mm: &'w M,
+    entry: &'w AtomicU64,
+    /// The entry as read before this visit.
+    pub(crate) old: Pte,
+    /// The walk's current address, inside this entry's span.
+    pub(crate) addr: u64,
+    /// The walk's end (exclusive).
+    pub(crate) end: u64,
+    pub(crate) level: Level,
+    pub(crate) access: Access,
+    pub(crate) flags: WalkFlags,
+    pub(crate) stats: &'w Stats,
+    deferred: &'w Deferred,
+}
+
+impl<M: MmOps> VisitCtx<'_, M> {
+    /// Bytes this entry spans.
+    pub(crate) fn size(&self) -> u64 {
+        self.level.entry_size()
+    }
+
+    /// Whether the walk's range covers this whole entry.
+    pub(crate) fn covers_entry(&self) -> bool {
+        let size = self.size();
+        self.addr & (size - 1) == 0 && self.end - self.addr >= size
+    }
+
+    /// Replaces `old` by `new`: a store in an exclusive walk, a
+    /// compare-and-swap from `old` in a shared one.
+    ///
+    /// # Errors
+    ///
+    /// [`Outcome::LostRace`] if a shared walk finds the entry changed.
+    pub(crate) fn try_set(&self, new: Pte) -> Result<(), Outcome> {
+        if self.access.is_shared() {
+            // AcqRel: the swap publishes whatever `new` points to (a table
+            // initialised before) and orders our later reads after it.
+            self.entry
+                .compare_exchange(
+                    self.old.bits(),
+                    new.bits(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .map(drop)
+                .map_err(|_| Outcome::LostRace)
+        } else {
+            // Exclusive: nobody else writes; release still publishes a
+            // table's contents before the entry that links it.
+            self.entry.store(new.bits(), Ordering::Release);
+            Ok(())
+        }
+    }
+
+    /// First half of break-before-make: takes the entry by swapping in the
+    /// locked marker, then invalidates what the TLB may hold for `old`.
+    /// The caller must finish with [`VisitCtx::make`].
+    ///
+    /// # Errors
+    ///
+    /// [`Outcome::LostRace`] if another walker holds or changed the entry.
+    pub(crate) fn try_break(&self) -> Result<(), Outcome> {
+        if self.old.is_locked() {
+            debug_assert!(self.access.is_shared(), "a lock seen by an exclusive walk");
+            return Err(Outcome::LostRace);
+        }
+        self.try_set(Pte::LOCKED)?;
+        if !self.flags.contains(WalkFlags::SKIP_BBM_TLBI) {
+            let start = self.level.align_down(self.addr);
+            if self.old.is_table(self.level) {
+                // Leaves anywhere below may be cached.
+                self.mm.tlb_flush_range(start, self.size());
+            } else if self.old.is_valid() {
+                self.mm.tlb_flush_addr(start, self.level);
+            }
+        }
+        Ok(())
+    }
+
+    /// Second half of break-before-make: publishes `new` over the marker.
+    pub(crate) fn make(&self, new: Pte) {
+        debug_assert!(Pte::from_bits(self.entry.load(Ordering::Relaxed)).is_locked());
+        self.entry.store(new.bits(), Ordering::Release);
+    }
+
+    /// Frees a subtree this visit unlinked: now if the walk is exclusive,
+    /// once no shared walker can be inside it otherwise.
+    pub(crate) fn retire_subtree(&self, table_pa: u64, level: Level) {
+        if self.access.is_shared() {
+            self.stats.subtree_deferred();
+            self.deferred.defer((table_pa, level));
+        } else {
+            // SAFETY: the entry that linked the subtree was replaced (and
+            // the TLB invalidated) by this exclusive walk; with `&mut` of the
+            // tree no other walker can be inside it.
+            unsafe { free_subtree(self.mm, self.stats, table_pa, level) };
+        }
+    }
+}
+
+/// An operation's per-entry logic. It reports outcomes; the walker decides.
+pub(crate) trait Visitor<M: MmOps> {
+    /// The operation's policy.
+    const POLICY: &'static Policy;
+
+    /// Visits one entry.
+    ///
+    /// # Errors
+    ///
+    /// The outcome, when the visit did not simply succeed.
+    fn visit(&mut self, ctx: &VisitCtx<'_, M>, kind: VisitKind) -> Result<(), Outcome>;
+}
+
+/// Why a walk stopped early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Exit {
+    pub(crate) outcome: Outcome,
+    pub(crate) addr: u64,
+    pub(crate) level: Level,
+    /// The entry used up its retries (otherwise the policy said exit).
+    pub(crate) exhausted: bool,
+}
+
+/// One walk over `[addr, end)`.
+pub(crate) struct Walk<'w, M: MmOps, V> {
+    pub(crate) mm: &'w M,
+    pub(crate) visitor: &'w mut V,
+    pub(crate) flags: WalkFlags,
+    pub(crate) access: Access,
+    pub(crate) addr: u64,
+    pub(crate) end: u64,
+    pub(crate) max_retries: u32,
+    pub(crate) stats: &'w Stats,
+    pub(crate) deferred: &'w Deferred,
+}
+
+/// What to do with an entry after the policy spoke.
+enum Step {
+    Done,
+    Skip,
+    Again,
+}
+
+impl<'w, M: MmOps, V: Visitor<M>> Walk<'w, M, V> {
+    /// Walks `table`, whose entries are at `level`, from the current address.
+    pub(crate) fn run(&mut self, table: Table<'w>, level: Level) -> Result<(), Exit> {
+        debug_assert!(
+            V::POLICY.allows(self.access),
+            "{} in {:?}",
+            V::POLICY.name(),
+            self.access
+        );
+        let mut idx = ((self.addr >> level.shift()) as usize) & (table.len() - 1);
+        while idx < table.len() && self.addr < self.end {
+            self.entry(table.entry(idx), level)?;
+            idx += 1;
+        }
+        Ok(())
+    }
+
+    fn ctx(&self, entry: &'w AtomicU64, old: Pte, addr: u64, level: Level) -> VisitCtx<'w, M> {
+        VisitCtx {
+            mm: self.mm,
+            entry,
+            old,
+            addr,
+            end: self.end,
+            level,
+            access: self.access,
+            flags: self.flags,
+            stats: self.stats,
+            deferred: self.deferred,
+        }
+    }
+
+    /// Turns a visit's result into a step, counting outcomes and bounding retries.
+    fn decide(
+        &self,
+        result: Result<(), Outcome>,
+        tries: &mut u32,
+        level: Level,
+    ) -> Result<Step, Exit> {
+        let Err(outcome) = result else {
+            return Ok(Step::Done);
+        };
+        let action = V::POLICY.action(outcome, self.access);
+        self.stats.outcome(outcome, action);
+        let exit = |exhausted| Exit {
+            outcome,
+            addr: self.addr,
+            level,
+            exhausted,
+        };
+        match action {
+            Action::Next => Ok(Step::Skip),
+            Action::Exit => Err(exit(false)),
+            Action::Retry if *tries >= self.max_retries => {
+                self.stats.exhausted();
+                Err(exit(true))
+            }
+            Action::Retry => {
+                *tries += 1;
+                self.mm.relax();
+                Ok(Step::Again)
+            }
+        }
+    }
+
+    /// Moves the walk past the entry of `level` that holds the current address.
+    fn skip_entry(&mut self, level: Level) {
+        self.addr = level
+            .align_down(self.addr)
+            .saturating_add(level.entry_size());
+    }
+
+    /// Visits one entry: pre or leaf visit, descent, post visit.
+    fn entry(&mut self, entry: &'w AtomicU64, level: Level) -> Result<(), Exit> {
+        let addr = self.addr;
+        let mut tries = 0;
+        // Pre-order or leaf visit, retried as the policy says. A retry
+        // re-reads the entry: whatever changed it is what we must see.
+        let visited = loop {
+            let old = Pte::from_bits(entry.load(Ordering::Acquire));
+            let kind = if old.is_table(level) {
+                VisitKind::TablePre
+            } else {
+                VisitKind::Leaf
+            };
+            let wanted = match kind {
+                VisitKind::TablePre => self.flags.contains(WalkFlags::TABLE_PRE),
+                _ => self.flags.contains(WalkFlags::LEAF),
+            };
+            if !wanted {
+                break old;
+            }
+            let ctx = self.ctx(entry, old, addr, level);
+            let result = self.visitor.visit(&ctx, kind);
+            match self.decide(result, &mut tries, level)? {
+                // Re-read: the visit may have installed or replaced a table
+                // (ours, or a racing walker's) that we must descend into.
+                Step::Done => break Pte::from_bits(entry.load(Ordering::Acquire)),
+                Step::Skip => {
+                    self.skip_entry(level);
+                    return Ok(());
+                }
+                Step::Again => continue,
+            }
+        };
+
+        let Some(child_level) = level.next().filter(|_| visited.is_table(level)) else {
+            self.skip_entry(level);
+            return Ok(());
+        };
+        // SAFETY: `visited` is a table entry of this tree read with acquire,
+        // so it points to a table page initialised before it was published.
+        // The page stays allocated for the walk: exclusive walks are the
+        // only ones that free on the spot and no other walk runs beside
+        // them; shared walks defer frees until every walker inside has left,
+        // and this walker is inside (`Tree::walk` entered for it).
+        let child = unsafe {
+            Table::new(
+                self.mm,
+                visited.output_address(),
+                crate::geometry::ENTRIES_PER_TABLE,
+            )
+        };
+        self.run(child, child_level)?;
+
+        if self.flags.contains(WalkFlags::TABLE_POST) {
+            let mut tries = 0;
+            loop {
+                let old = Pte::from_bits(entry.load(Ordering::Acquire));
+                let ctx = self.ctx(entry, old, addr, level);
+                let result = self.visitor.visit(&ctx, VisitKind::TablePost);
+                match self.decide(result, &mut tries, level)? {
+                    Step::Done | Step::Skip => break,
+                    Step::Again => continue,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Frees every table below `table` (whose entries are at `level`), with a
+/// post-order walk of the [`crate::ops::Free`] visitor. `table` itself stays.
+///
+/// # Safety
+///
+/// The tables below `table` are unlinked from any live tree or belong to a
+/// tree being destroyed: no walker can be inside them, no TLB holds walks
+/// through them, and they came from `mm`.
+pub(crate) unsafe fn free_below<M: MmOps>(mm: &M, stats: &Stats, table: Table<'_>, level: Level) {
+    let deferred = Deferred::default();
+    let mut walk = Walk {
+        mm,
+        visitor: &mut crate::ops::Free,
+        flags: WalkFlags::TABLE_POST,
+        access: Access::Exclusive,
+        addr: 0,
+        end: level.entry_size() * table.len() as u64,
+        max_retries: 0,
+        stats,
+        deferred: &deferred,
+    };
+    // The free visitor has no failing outcome, so the walk cannot exit.
+    let done = walk.run(table, level);
+    debug_assert!(done.is_ok());
+}
+
+/// Frees the table page at `table_pa` (entries at `level`) and every table
+/// below it.
+///
+/// # Safety
+///
+/// As [`free_below`], and the page itself came from `mm` as one page.
+pub(crate) unsafe fn free_subtree<M: MmOps>(mm: &M, stats: &Stats, table_pa: u64, level: Level) {
+    // SAFETY: the caller guarantees the page is allocated and ours alone.
+    let table = unsafe { Table::new(mm, table_pa, crate::geometry::ENTRIES_PER_TABLE) };
+    // SAFETY: forwarded from the caller.
+    unsafe { free_below(mm, stats, table, level) };
+    stats.table_freed();
+    // SAFETY: allocated by `mm` as one page, reachable by nobody (caller's
+    // contract), everything below freed above.
+    unsafe { mm.free_pages(table_pa, 1) };
+}
