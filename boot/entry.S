@@ -15,6 +15,11 @@
     .section .text.head, "ax"
     .global _start
 _start:
+    /* For debuggers (CFI kept in .debug_frame, not loaded): this code has
+     * no caller, x30 holds no return address. */
+    .cfi_sections .debug_frame
+    .cfi_startproc
+    .cfi_undefined x30
     /* arm64 Image header (Linux Documentation/arch/arm64/booting.rst). */
     b       primary_entry           /* code0: branch over the header */
     .long   0                       /* code1 */
@@ -77,6 +82,7 @@ common_entry:
 park:
     wfe
     b       park
+    .cfi_endproc
 
     .section .bss.stacks, "aw", %nobits
     .balign 4096

@@ -176,6 +176,11 @@ pub fn print(args: fmt::Arguments<'_>) {
 pub fn print_fatal(args: fmt::Arguments<'_>) {
     let _line = (0..FATAL_LOCK_TRIES).find_map(|_| LINE_LOCK.try_lock());
     let _ = Sink.write_fmt(args);
+    flush();
+}
+
+/// Waits until the UART has sent everything (before the run ends).
+pub fn flush() {
     if let Some(uart) = UART.get() {
         uart.flush();
     }

@@ -4,7 +4,7 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::console::fatal_println;
-use crate::{percpu, psci, semihost};
+use crate::{console, percpu, psci, semihost};
 
 /// The hypervisor's verdict, as the process exit status of QEMU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +37,7 @@ pub fn exit(status: ExitStatus) -> ! {
     let me = percpu::current_id().index();
     match EXITING.compare_exchange(NOBODY, me, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
+            console::flush();
             semihost::exit(status as u32);
             fatal_println!("semihosting exit was ignored; powering off via PSCI");
         }

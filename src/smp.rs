@@ -115,15 +115,16 @@ fn pending(started: &[bool; MAX_CPUS]) -> impl Iterator<Item = CpuId> + '_ {
     percpu::all().filter(|id| started[id.index()] && !percpu::get(*id).is_online())
 }
 
-/// Marks the calling CPU online and says so.
+/// Says the calling CPU is online, then marks it so: in this order, so the
+/// boot CPU cannot see every CPU online and exit before the last line is out.
 fn announce(id: CpuId, mpidr: u64) {
     let cpu = percpu::get(id);
     cpu.set_mpidr(mpidr);
-    cpu.mark_online();
     info!(
         "cpu {id} online at EL{} (mpidr {mpidr:#x})",
         CurrentEL.read(CurrentEL::EL)
     );
+    cpu.mark_online();
 }
 
 /// Rust entry of a secondary CPU (after `boot/entry.S`).

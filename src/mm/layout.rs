@@ -64,13 +64,24 @@ pub fn image_range() -> PhysRange {
 pub fn init(platform: &Platform) -> Result<(), MmError> {
     let image = image_range();
     let mut usable: RangeSet<MAX_RANGES> = platform.memory.clone();
-    let mut in_use = [Some(image), Some(platform.dtb), platform.initrd]
-        .into_iter()
-        .flatten()
-        .chain(platform.reserved.as_slice().iter().copied());
-    in_use
-        .try_for_each(|r| usable.remove(r))
-        .map_err(MmError::Ranges)?;
+    let in_use = [
+        ("image", Some(image)),
+        ("dtb", Some(platform.dtb)),
+        ("initrd", platform.initrd),
+    ]
+    .into_iter()
+    .filter_map(|(what, range)| Some((what, range?)))
+    .chain(
+        platform
+            .reserved
+            .as_slice()
+            .iter()
+            .map(|r| ("reserved", *r)),
+    );
+    for (what, range) in in_use {
+        debug!("mm: excluding {what} {range}");
+        usable.remove(range).map_err(MmError::Ranges)?;
+    }
     usable.shrink_to_alignment(FRAME_SIZE);
     info!("image: {image} ({} KiB)", image.size() / 1024);
 

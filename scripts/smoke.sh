@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# QEMU boot smoke tests: each boots the built image with some arguments and
+# checks both the exit status and what the hypervisor printed.
+#
+#   scripts/smoke.sh          build, run all, end with "N passed, N failed"
+#
+# test.sh sources this file and calls smoke_tests after its own build step.
+# SMOKE_TIMEOUT (seconds, default 30) bounds each boot.
+
+# boot_test NAME STATUS [PATTERN...] -- [QEMU ARGS...]
+# Passes if the run exits with STATUS and its output contains every PATTERN
+# (fixed strings); a PATTERN written NOT:text means text must NOT appear.
+boot_test() {
+    local name="smoke: $1" want="$2" log status pattern why=""
+    shift 2
+    local patterns=()
+    while [[ $# -gt 0 && "$1" != -- ]]; do
+        patterns+=("$1")
+        shift
+    done
+    shift # --
+    log="$(log_path "$name")"
+    status=0
+    HYP_NO_BUILD=1 RUN_TIMEOUT="${SMOKE_TIMEOUT:-30}" "$root/scripts/run.sh" "$@" \
+        </dev/null >"$log" 2>&1 || status=$?
+    [[ $status == "$want" ]] || why="exit status $status, expected $want"
+    for pattern in "${patterns[@]}"; do
+        if [[ "$pattern" == NOT:* ]]; then
+            if grep -qF -- "${pattern#NOT:}" "$log"; then
+                why="${why:+$why; }unexpected output: ${pattern#NOT:}"
+            fi
+        elif ! grep -qF -- "$pattern" "$log"; then
+            why="${why:+$why; }missing output: $pattern"
+        fi
+    done
+    if [[ -z "$why" ]]; then
+        pass "$name"
+    else
+        fail "$name" "$why (log: $log)"
+        tail -n 25 "$log" | sed 's/^/    | /'
+    fi
+}
+
+smoke_tests() {
+    boot_test "4 CPUs online at EL2, exit 0" 0 \
+        "cpu 0 online at EL2 (mpidr 0x0)" "cpu 1 online at EL2 (mpidr 0x1)" \
+        "cpu 2 online at EL2 (mpidr 0x2)" "cpu 3 online at EL2 (mpidr 0x3)" \
+        "all 4 CPUs online" "gic: v3, distributor" "psci: method smc" \
+        "uart: pl011 at 0x9000000" "done: exiting with status 0" "NOT:DEBUG" -- -smp 4
+
+    boot_test "-smp 1" 0 \
+        "cpu 0 online at EL2" "all 1 CPUs online" "NOT:cpu 1 online" -- -smp 1
+
+    boot_test "-smp 10 caps at MAX_CPUS=8" 0 \
+        "cpus: 2 more listed, ignored" "cpu 7 online at EL2 (mpidr 0x7)" \
+        "all 8 CPUs online" -- -smp 10
+
+    boot_test "-cpu max" 0 \
+        "cpu 3 online at EL2" "all 4 CPUs online" -- -cpu max
+
+    boot_test "log=debug shows debug lines" 0 \
+        " DEBUG cpu0: heap: " " DEBUG cpu0: frames: " "all 4 CPUs online" -- -append "log=debug"
+
+    boot_test "log=warn hides info lines" 0 \
+        "NOT:INFO" "NOT:cpu 0 online" -- -append "log=warn"
+
+    boot_test "bad log= value is a clear error" 1 \
+        "error: bad boot argument \`log=loud\`: expected log=off|error|warn|info|debug|trace" \
+        "NOT:online" -- -append "log=loud"
+
+    local initrd="$TEST_LOG_DIR/initrd.bin"
+    head -c 3145728 /dev/zero >"$initrd"
+    boot_test "initrd is found and kept out of the frames" 0 \
+        "initrd: [0x" "(3145728 bytes)" "mm: excluding initrd [0x" "all 4 CPUs online" \
+        -- -initrd "$initrd" -append "log=debug"
+
+    boot_test "ELF without a device tree fails clearly" 1 \
+        "error: no device tree: x0 was 0 at entry" -- -kernel "$HYP_ELF"
+
+    boot_test "data abort at EL2: decoded dump, exit 3" 3 \
+        "!!! FATAL on cpu 0: unexpected exception at EL2" \
+        "vector: synchronous from current EL with SP_EL2" \
+        "EC:     Data Abort from the current EL (0x25)" \
+        "ISS:    address size fault, level 0 (0x00), read" \
+        "FAR_EL2 0xfffffffffffffff0" "x0  0x" "x30 0x" -- -append "fault=abort"
+
+    boot_test "brk at EL2: decoded dump, exit 3" 3 \
+        "EC:     BRK (AArch64) (0x3c)" "ISS:    brk #0x1" -- -append "fault=brk"
+
+    boot_test "panic: message and location, exit 2" 2 \
+        "!!! PANIC on cpu 0 at src/exception.rs:" "deliberate panic (fault=panic)" \
+        -- -append "fault=panic"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    set -uo pipefail
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    # shellcheck source=scripts/image.sh
+    source "$root/scripts/image.sh"
+    # shellcheck source=scripts/lib.sh
+    source "$root/scripts/lib.sh"
+    step "aarch64 build (image)" build_image
+    smoke_tests
+    summary
+fi

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Every check, one PASS/FAIL line each, ending with "N passed, N failed";
+# exits non-zero if any failed. Step logs go to target/test-logs/.
+#
+# To add a check, add a `step "name" command...` line below (or a function
+# for anything longer); see scripts/lib.sh.
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+# shellcheck source=scripts/image.sh
+source "$root/scripts/image.sh"
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
+# shellcheck source=scripts/smoke.sh
+source "$root/scripts/smoke.sh"
+
+HOST=x86_64-unknown-linux-gnu
+
+# --- static checks ---------------------------------------------------------
+step "cargo fmt --check" cargo fmt --all --check
+step "clippy host (hvcore)" cargo clippy --target "$HOST" -p hvcore --all-targets -- -D warnings
+step "clippy host (pgtable)" cargo clippy --target "$HOST" -p pgtable --all-targets -- -D warnings
+step "clippy aarch64 (workspace)" cargo clippy --workspace -- -D warnings
+step "cargo doc (no warnings)" env RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps
+
+# --- host unit tests -------------------------------------------------------
+step "host tests (hvcore)" cargo test --target "$HOST" -p hvcore
+step "host tests (pgtable)" cargo test --target "$HOST" -p pgtable
+
+# --- the hypervisor under QEMU ---------------------------------------------
+step "aarch64 build (image)" build_image
+if [[ -f "$HYP_IMG" ]]; then
+    smoke_tests
+    step "gdb: break at Rust entry at EL2" env HYP_NO_BUILD=1 "$root/scripts/debug.sh" --check
+else
+    fail "QEMU smoke tests and gdb check" "no image was built"
+fi
+
+summary
