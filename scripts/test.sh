@@ -18,11 +18,13 @@ source "$root/scripts/smoke.sh"
 HOST=x86_64-unknown-linux-gnu
 
 # --- static checks ---------------------------------------------------------
-step "cargo fmt --check" cargo fmt --all --check
+step "cargo fmt --check (hyp, hvcore)" cargo fmt --check -p hyp -p hvcore
+step "cargo fmt --check (pgtable)" cargo fmt --check -p pgtable
 step "clippy host (hvcore)" cargo clippy --target "$HOST" -p hvcore --all-targets -- -D warnings
 step "clippy host (pgtable)" cargo clippy --target "$HOST" -p pgtable --all-targets -- -D warnings
 step "clippy aarch64 (workspace)" cargo clippy --workspace -- -D warnings
-step "cargo doc (no warnings)" env RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps
+step "cargo doc, no warnings (hyp, hvcore)" env RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps -p hyp -p hvcore
+step "cargo doc, no warnings (pgtable)" env RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps -p pgtable
 
 # --- host unit tests -------------------------------------------------------
 step "host tests (hvcore)" cargo test --target "$HOST" -p hvcore

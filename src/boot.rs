@@ -5,7 +5,10 @@ use core::arch::global_asm;
 
 use aarch64_cpu::registers::{ReadWriteable, Writeable, SCTLR_EL2, TPIDR_EL2};
 
+use hvcore::PhysAddr;
+
 use crate::percpu::{CpuId, MAX_CPUS, STACK_SIZE};
+use crate::psci::{self, PsciError};
 
 global_asm!(
     include_str!("../boot/entry.S"),
@@ -20,10 +23,21 @@ unsafe extern "C" {
     fn secondary_entry();
 }
 
-/// Physical address of the secondary CPUs' entry point (the MMU is off, so
-/// the link address is the physical address).
-pub fn secondary_entry_point() -> hvcore::PhysAddr {
-    hvcore::PhysAddr::new(secondary_entry as *const () as u64)
+/// Starts the CPU with affinity `mpidr` through PSCI `CPU_ON`, to enter
+/// `secondary_entry` as logical CPU `id` (passed as the context id).
+///
+/// # Errors
+///
+/// The PSCI error if the firmware refuses to start the CPU.
+pub fn start_secondary(id: CpuId, mpidr: u64) -> Result<(), PsciError> {
+    // The MMU is off: the link address is the physical address.
+    let entry = PhysAddr::new(secondary_entry as *const () as u64);
+    // SAFETY: `secondary_entry` is made to be entered by a fresh CPU with
+    // the MMU off and `x0` = logical id: it installs the vectors, checks
+    // the id against MAX_CPUS (parking the CPU otherwise) and switches to
+    // that id's own stack. A `CpuId` is below MAX_CPUS and the boot CPU
+    // starts each id once, so no two CPUs share a stack.
+    unsafe { psci::cpu_on(mpidr, entry, id.index() as u64) }
 }
 
 /// First Rust code on every CPU, called by `boot/entry.S` on the CPU's own

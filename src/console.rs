@@ -9,6 +9,7 @@ use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 use tock_registers::{register_bitfields, register_structs};
 
+use crate::dtb::Platform;
 use crate::semihost;
 
 register_bitfields! {u32,
@@ -148,17 +149,15 @@ static LINE_LOCK: Mutex<()> = Mutex::new(());
 /// How often the fatal path retries the line lock before writing anyway.
 const FATAL_LOCK_TRIES: usize = 1 << 20;
 
-/// Starts the console on the PL011 at `base`. Only the first call has an
+/// Starts the console on the platform's PL011. Only the first call has an
 /// effect.
-///
-/// # Safety
-///
-/// `base` must be the address of a PL011 register block that nothing else
-/// drives (the device tree's UART; the MMU is off).
-pub unsafe fn init(base: usize) {
+pub fn init(platform: &Platform) {
     UART.call_once(|| {
-        // SAFETY: forwarded from this function's contract.
-        let uart = unsafe { Pl011::new(base) };
+        // SAFETY: a `Platform` only comes from `dtb::parse`, so `uart` is the
+        // PL011 the device tree (the boot protocol's trusted description of
+        // the machine) names; the MMU is off, so its physical address is
+        // usable as is, and this module is its only driver.
+        let uart = unsafe { Pl011::new(platform.uart.as_u64() as usize) };
         uart.init();
         uart
     });

@@ -55,9 +55,7 @@ pub fn boot_cpu_main(dtb: usize) -> ! {
 
 fn run(dtb: usize) -> Result<(), BootError> {
     let platform = dtb::parse(dtb).map_err(BootError::Dtb)?;
-    // SAFETY: the UART address comes from the device tree; nothing else in
-    // the hypervisor drives it, and the MMU is off.
-    unsafe { console::init(platform.uart.as_u64() as usize) };
+    console::init(&platform);
     let args = BootArgs::parse(platform.bootargs).map_err(BootError::BootArgs)?;
     logger::init(args.log_level.unwrap_or(LogLevel::Info));
 

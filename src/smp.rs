@@ -6,11 +6,10 @@ use core::fmt;
 use aarch64_cpu::registers::{CurrentEL, Readable, CNTFRQ_EL0, CNTPCT_EL0};
 use log::{error, info, warn};
 
-use crate::boot::secondary_entry_point;
+use crate::boot;
 use crate::dtb::{Platform, PsciConduit};
 use crate::exit::park;
 use crate::percpu::{self, CpuId, MAX_CPUS};
-use crate::psci;
 
 /// How long the boot CPU waits for all secondaries to announce themselves.
 const ONLINE_TIMEOUT_MS: u64 = 1000;
@@ -78,11 +77,7 @@ pub fn start_secondaries(platform: &Platform) -> Result<usize, SmpError> {
             return Err(SmpError::NoPsci(platform.psci));
         }
         percpu::get(id).set_mpidr(mpidr);
-        // SAFETY: `secondary_entry` (boot/entry.S) is the entry point for a
-        // fresh CPU with the MMU off: it installs the vectors and takes the
-        // stack of the logical id passed as context id, which is below
-        // MAX_CPUS (ids come from `percpu::all`) and used by no other CPU.
-        match unsafe { psci::cpu_on(mpidr, secondary_entry_point(), id.index() as u64) } {
+        match boot::start_secondary(id, mpidr) {
             Ok(()) => started[id.index()] = true,
             Err(e) => {
                 error!("cpu {id} (mpidr {mpidr:#x}): PSCI CPU_ON failed: {e}");
@@ -141,5 +136,5 @@ pub fn secondary_main(id: CpuId) -> ! {
 
 /// The PSCI version, for the boot summary (only when PSCI is usable).
 pub fn psci_version(platform: &Platform) -> Option<(u16, u16)> {
-    (platform.psci == Some(PsciConduit::Smc)).then(psci::version)
+    (platform.psci == Some(PsciConduit::Smc)).then(crate::psci::version)
 }
