@@ -153,3 +153,80 @@ impl<M: MmOps> Hyp<M> {
         drop(self);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HostMm;
+
+    #[test]
+    fn map_translate_unmap() {
+        let mm = HostMm::new();
+        let mut hyp = Hyp::new(mm.clone(), 40).unwrap();
+        assert_eq!(hyp.geometry().start_level.get(), 0);
+        // The image: 2 MiB-aligned RAM, as blocks; a UART page as device.
+        let m = hyp
+            .map(0x4000_0000, 0x40_0000, 0x4000_0000, Prot::RWX)
+            .unwrap();
+        assert_eq!(m.at(Level::new(2).unwrap()), 2);
+        hyp.map(
+            0x0900_0000,
+            0x1000,
+            0x0900_0000,
+            Prot::RW.union(Prot::DEVICE),
+        )
+        .unwrap();
+        assert_eq!(
+            hyp.translate(0x4012_3456),
+            Ok(Some((0x4012_3456, Prot::RWX)))
+        );
+        assert_eq!(
+            hyp.translate(0x0900_0018),
+            Ok(Some((0x0900_0018, Prot::RW.union(Prot::DEVICE))))
+        );
+        assert_eq!(hyp.translate(0x0900_1000), Ok(None));
+        // Mapping the same again is fine; a different mapping is refused.
+        assert!(hyp
+            .map(0x4000_0000, 0x20_0000, 0x4000_0000, Prot::RWX)
+            .is_ok());
+        assert_eq!(
+            hyp.map(0x4000_0000, 0x1000, 0x5000_0000, Prot::RW),
+            Err(Error::Conflict { addr: 0x4000_0000 })
+        );
+        assert_eq!(
+            hyp.translate(0x4000_0000),
+            Ok(Some((0x4000_0000, Prot::RWX)))
+        );
+        // Unmap frees what becomes empty, splitting a block in part.
+        assert_eq!(hyp.unmap(0x0900_0000, 0x1000), Ok(0x1000));
+        assert_eq!(hyp.unmap(0x4000_0000, 0x1000), Ok(0x1000));
+        assert_eq!(
+            hyp.translate(0x4000_1000),
+            Ok(Some((0x4000_1000, Prot::RWX)))
+        );
+        assert_eq!(hyp.unmap(0x4000_0000, 0x40_0000), Ok(0x40_0000 - 0x1000));
+        assert_eq!(hyp.stats().table_pages, 0);
+        assert_eq!(mm.live_pages(), 1, "only the root is left");
+        hyp.destroy();
+        assert_eq!(mm.live_pages(), 0);
+    }
+
+    #[test]
+    fn errors() {
+        let mm = HostMm::new();
+        let mut hyp = Hyp::new(mm.clone(), 39).unwrap();
+        assert!(matches!(
+            hyp.map(1 << 39, 0x1000, 0, Prot::RW),
+            Err(Error::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            hyp.map(0, 0x1000, 0x10, Prot::RW),
+            Err(Error::Misaligned { .. })
+        ));
+        mm.set_page_limit(1);
+        assert_eq!(hyp.map(0, 0x1000, 0, Prot::RW), Err(Error::NoMemory));
+        assert_eq!(hyp.translate(0), Ok(None));
+        drop(hyp);
+        assert_eq!(mm.live_pages(), 0);
+    }
+}

@@ -465,3 +465,6 @@ impl<M: MmOps> Ops<'_, M, Exclusive> {
         Ok(v.unmapped)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -394,3 +394,139 @@ pub(crate) unsafe fn free_subtree<M: MmOps>(mm: &M, stats: &Stats, table_pa: u64
     // contract), everything below freed above.
     unsafe { mm.free_pages(table_pa, 1) };
 }
+
+#[cfg(test)]
+mod tests {
+    //! The walker obeys each operation's policy: for every row of the
+    //! table, a scripted visitor reports the outcome and the walk's visits
+    //! show whether it went to the next entry, retried or exited.
+
+    use super::*;
+    use crate::host::HostMm;
+    use crate::policy;
+    use std::vec::Vec;
+
+    /// Reports `outcome` on the first `fails` visits of entry 0, succeeds
+    /// otherwise; records the address of every visit.
+    struct Scripted<const P: usize> {
+        outcome: Outcome,
+        fails: u32,
+        visits: Vec<u64>,
+    }
+
+    impl<M: MmOps, const P: usize> Visitor<M> for Scripted<P> {
+        const POLICY: &'static Policy = policy::ALL[P];
+
+        fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
+            self.visits.push(ctx.addr);
+            if ctx.addr == 0 && self.fails > 0 {
+                self.fails -= 1;
+                return Err(self.outcome);
+            }
+            Ok(())
+        }
+    }
+
+    /// Walks two level-3 entries of a fresh table with the scripted visitor.
+    fn run<const P: usize>(
+        outcome: Outcome,
+        access: Access,
+        fails: u32,
+        max_retries: u32,
+    ) -> (Result<(), Exit>, Vec<u64>, crate::stats::StatsSnapshot) {
+        let mm = HostMm::new();
+        let pa = mm.zalloc_pages(1).unwrap();
+        let stats = Stats::default();
+        let deferred = Deferred::default();
+        let mut visitor = Scripted::<P> {
+            outcome,
+            fails,
+            visits: Vec::new(),
+        };
+        // SAFETY: a fresh page of `mm`, used only here and freed below.
+        let table = unsafe { Table::new(&mm, pa, crate::geometry::ENTRIES_PER_TABLE) };
+        let mut walk = Walk {
+            mm: &mm,
+            visitor: &mut visitor,
+            flags: WalkFlags::LEAF,
+            access,
+            addr: 0,
+            end: 0x2000,
+            max_retries,
+            stats: &stats,
+            deferred: &deferred,
+        };
+        let result = walk.run(table, Level::LAST);
+        // SAFETY: allocated above, no longer referenced.
+        unsafe { mm.free_pages(pa, 1) };
+        (result, visitor.visits, stats.snapshot())
+    }
+
+    fn check<const P: usize>() {
+        let p = policy::ALL[P];
+        for outcome in Outcome::ALL {
+            for access in Access::ALL.into_iter().filter(|a| p.allows(*a)) {
+                let (result, visits, stats) = run::<P>(outcome, access, 1, 8);
+                let what = format!("{} / {} / {}", p.name(), outcome.name(), access.name());
+                let action = p.action(outcome, access);
+                match action {
+                    Action::Next => {
+                        assert_eq!(result, Ok(()), "{what}");
+                        assert_eq!(visits, [0, 0x1000], "{what}: skips entry 0 once");
+                    }
+                    Action::Retry => {
+                        assert_eq!(result, Ok(()), "{what}");
+                        assert_eq!(visits, [0, 0, 0x1000], "{what}: revisits entry 0");
+                    }
+                    Action::Exit => {
+                        let exit = result.expect_err(&what);
+                        assert_eq!(
+                            (exit.outcome, exit.addr, exit.exhausted),
+                            (outcome, 0, false),
+                            "{what}"
+                        );
+                        assert_eq!(visits, [0], "{what}: stops at entry 0");
+                    }
+                }
+                assert_eq!(stats.count(outcome, action), 1, "{what}: counted");
+            }
+        }
+    }
+
+    #[test]
+    fn every_policy_row_is_obeyed() {
+        assert_eq!(policy::ALL.len(), 8);
+        check::<0>();
+        check::<1>();
+        check::<2>();
+        check::<3>();
+        check::<4>();
+        check::<5>();
+        check::<6>();
+        check::<7>();
+    }
+
+    #[test]
+    fn retries_are_bounded() {
+        // attr / lost-race / shared retries; an entry that never settles
+        // exhausts its retries instead of spinning forever.
+        let (result, visits, stats) = run::<2>(Outcome::LostRace, Access::Shared, u32::MAX, 5);
+        let exit = result.unwrap_err();
+        assert!(exit.exhausted);
+        assert_eq!(exit.outcome, Outcome::LostRace);
+        assert_eq!(visits.len(), 6, "the first visit and five retries");
+        assert_eq!(stats.retries_exhausted, 1);
+        assert_eq!(
+            stats.retries(),
+            6,
+            "every outcome is counted, the last one included"
+        );
+    }
+
+    #[test]
+    fn retries_settle_within_the_bound() {
+        let (result, visits, _) = run::<2>(Outcome::LostRace, Access::Shared, 5, 5);
+        assert_eq!(result, Ok(()));
+        assert_eq!(visits.len(), 7);
+    }
+}
