@@ -2,7 +2,7 @@
 //!
 //! # Where things are
 //!
-//! - [`walker`](crate::walker): the one walker. It visits entries in
+//! - [`walker`]: the one walker. It visits entries in
 //!   address order (leaf, table-pre, table-post visits per [`WalkFlags`]),
 //!   re-reads an entry after visiting it, and after every outcome asks the
 //!   operation's [`Policy`] whether to go to the **next** entry, **retry**
@@ -20,7 +20,7 @@
 //! - [`MmOps`]: what the walker needs from its environment; [`MemCache`]:
 //!   pre-allocated table pages for the fault path. `defer`: when a table
 //!   page unlinked by a shared walk may be freed.
-//! - [`host`] (host builds only): heap-backed [`MmOps`] that records every
+//! - `host` (host builds only, feature `host`): heap-backed [`MmOps`] that records every
 //!   TLB and cache operation, for tests and benchmarks.
 #![cfg_attr(not(any(test, feature = "host")), no_std)]
 #![deny(missing_docs)]

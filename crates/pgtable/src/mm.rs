@@ -9,7 +9,7 @@ use crate::geometry::{Level, PAGE_SIZE};
 ///
 /// One value serves one tree: its TLB operations act on that tree's
 /// translation regime (a VMID for stage 2, EL2 for the hypervisor's own
-/// tables). On the host, [`crate::host::HostMm`] backs it with heap memory
+/// tables). On the host, `host::HostMm` backs it with heap memory
 /// and records every maintenance operation.
 ///
 /// # Safety
