@@ -3,13 +3,14 @@
  * global_asm!, which supplies these operands:
  *   MAX_CPUS, STACK_SIZE   per-CPU stack geometry
  *   RUST_ENTRY             fn(cpu: usize, dtb: usize) -> !
+ *   WRONG_EL               fn(el: u64) -> !, when not entered at EL2
  *
  * Boot CPU:  QEMU (or firmware) jumps to _start at EL2 with x0 = DTB address,
  *            MMU and caches off, interrupts masked.
  * Secondary: PSCI CPU_ON enters secondary_entry at EL2 with x0 = context_id,
  *            which the boot CPU sets to the logical CPU id.
- * Both then share one path: install the vectors, (boot CPU only) clear .bss,
- * switch to the CPU's own stack, call Rust.
+ * Both then share one path: check the exception level, install the vectors,
+ * (boot CPU only) clear .bss, switch to the CPU's own stack, call Rust.
  */
 
     .section .text.head, "ax"
@@ -43,28 +44,33 @@ secondary_entry:
     mov     x19, #0                 /* no DTB: the boot CPU already parsed it */
 
 common_entry:
+    /* Only EL2 has VBAR_EL2: check the exception level before touching it. */
+    mrs     x21, CurrentEL
+    ubfx    x21, x21, #2, #2        /* CurrentEL.EL */
+    cmp     x21, #2
+    b.ne    1f
     /* Vectors first, so that any fault from here on is reported. */
     adrp    x0, exception_vectors
     add     x0, x0, :lo12:exception_vectors
     msr     vbar_el2, x0
     isb
 
-    /* A CPU id we have no stack for would corrupt another CPU's: park it. */
+1:  /* A CPU id we have no stack for would corrupt another CPU's: park it. */
     cmp     x20, #{MAX_CPUS}
     b.hs    park
 
-    cbnz    x20, 2f
+    cbnz    x20, 3f
     /* Boot CPU only: zero .bss (which holds the stacks, so before any use). */
     adrp    x0, _bss_start
     add     x0, x0, :lo12:_bss_start
     adrp    x1, _bss_end
     add     x1, x1, :lo12:_bss_end
-1:  cmp     x0, x1
-    b.hs    2f
+2:  cmp     x0, x1
+    b.hs    3f
     stp     xzr, xzr, [x0], #16
-    b       1b
+    b       2b
 
-2:  /* sp = boot_stacks + (id + 1) * STACK_SIZE: stacks grow down. */
+3:  /* sp = boot_stacks + (id + 1) * STACK_SIZE: stacks grow down. */
     adrp    x0, boot_stacks
     add     x0, x0, :lo12:boot_stacks
     add     x1, x20, #1
@@ -74,10 +80,17 @@ common_entry:
     mov     x29, #0                 /* terminate frame-pointer chains */
     mov     x30, #0
 
+    cmp     x21, #2
+    b.ne    4f
     mov     x0, x20
     mov     x1, x19
     bl      {RUST_ENTRY}
-    /* RUST_ENTRY never returns; fall through to park if it somehow does. */
+    /* RUST_ENTRY never returns; park if it somehow does. */
+    b       park
+
+4:  /* Not at EL2: report it (x0 = the EL we are at) and stop. */
+    mov     x0, x21
+    bl      {WRONG_EL}
 
 park:
     wfe

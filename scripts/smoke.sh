@@ -77,6 +77,10 @@ smoke_tests() {
     boot_test "ELF without a device tree fails clearly" 1 \
         "error: no device tree: x0 was 0 at entry" -- -kernel "$HYP_ELF"
 
+    boot_test "entered at EL1 (virtualization=off) fails clearly" 1 \
+        "error: entered at EL1, but the hypervisor must run at EL2" \
+        -- -machine virt,virtualization=off
+
     boot_test "data abort at EL2: decoded dump, exit 3" 3 \
         "!!! FATAL on cpu 0: unexpected exception at EL2" \
         "vector: synchronous from current EL with SP_EL2" \

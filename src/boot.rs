@@ -7,14 +7,17 @@ use aarch64_cpu::registers::{ReadWriteable, Writeable, SCTLR_EL2, TPIDR_EL2};
 
 use hvcore::PhysAddr;
 
+use crate::exit::ExitStatus;
 use crate::percpu::{CpuId, MAX_CPUS, STACK_SIZE};
 use crate::psci::{self, PsciError};
+use crate::semihost;
 
 global_asm!(
     include_str!("../boot/entry.S"),
     MAX_CPUS = const MAX_CPUS,
     STACK_SIZE = const STACK_SIZE,
     RUST_ENTRY = sym rust_entry,
+    WRONG_EL = sym wrong_el,
 );
 
 unsafe extern "C" {
@@ -64,4 +67,17 @@ extern "C" fn rust_entry(cpu: usize, dtb: usize) -> ! {
     } else {
         crate::smp::secondary_main(cpu)
     }
+}
+
+/// Called by `boot/entry.S` instead of [`rust_entry`] when the CPU was not
+/// entered at EL2. Nothing EL2-specific may run here (no EL2 registers, so
+/// not even the per-CPU id): print through the early console
+/// (semihosting) and end the run.
+extern "C" fn wrong_el(el: u64) -> ! {
+    crate::console::println!(
+        "error: entered at EL{el}, but the hypervisor must run at EL2 \
+         (QEMU: -machine virt,virtualization=on)"
+    );
+    semihost::exit(ExitStatus::Failure as u32);
+    crate::exit::park()
 }
