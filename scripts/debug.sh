@@ -44,7 +44,7 @@ done
 "${QEMU:-qemu-system-aarch64}" "${QEMU_BASE_ARGS[@]}" -kernel "$HYP_IMG" "${append[@]}" \
     -gdb "tcp:127.0.0.1:$port" -S "$@" </dev/null >"$console_log" 2>&1 &
 qemu_pid=$!
-trap 'kill "$qemu_pid" 2>/dev/null || true' EXIT
+trap 'kill "$qemu_pid" 2>/dev/null; wait "$qemu_pid" 2>/dev/null || true' EXIT
 echo "debug.sh: QEMU pid $qemu_pid, gdb stub on 127.0.0.1:$port, console in $console_log" >&2
 
 gdb_args=(
