@@ -48,6 +48,16 @@ smoke_tests() {
         "all 4 CPUs online" "gic: v3, distributor" "psci: method smc" \
         "uart: pl011 at 0x9000000" "done: exiting with status 0" "NOT:DEBUG" -- -smp 4
 
+    boot_test "EL2 MMU on through walker-built tables, every CPU" 0 \
+        "mmu: EL2 stage-1 tables built by the walker: root 0x" \
+        "mmu: on for cpu 0 (text RX, rodata R, data RW, RAM RW-XN, devices nGnRE)" \
+        "DEBUG cpu0: mmu: text" "r-x: 0 x 1G, 0 x 2M" "DEBUG cpu0: mmu: uart" "rw- dev" \
+        "x 2M" "cpu 3 online at EL2" "all 4 CPUs online" -- -append "log=debug"
+
+    boot_test "a write to hypervisor text is a permission fault (MMU enforces RX)" 3 \
+        "EC:     Data Abort from the current EL (0x25)" \
+        "ISS:    permission fault, level 3 (0x0f), write" -- -append "fault=write-text"
+
     boot_test "-smp 1" 0 \
         "cpu 0 online at EL2" "all 1 CPUs online" "NOT:cpu 1 online" -- -smp 1
 
@@ -85,7 +95,7 @@ smoke_tests() {
         "!!! FATAL on cpu 0: unexpected exception at EL2" \
         "vector: synchronous from current EL with SP_EL2" \
         "EC:     Data Abort from the current EL (0x25)" \
-        "ISS:    address size fault, level 0 (0x00), read" \
+        "ISS:    translation fault, level 0 (0x04), read" \
         "FAR_EL2 0xfffffffffffffff0" "x0  0x" "x30 0x" -- -append "fault=abort"
 
     boot_test "brk at EL2: decoded dump, exit 3" 3 \

@@ -194,11 +194,21 @@ pub fn inject(fault: FaultInjection) -> ! {
     match fault {
         FaultInjection::Panic => panic!("deliberate panic (fault=panic)"),
         FaultInjection::Abort => {
-            // SAFETY: the load targets an address beyond any physical
-            // address space, so it reads no memory: it takes a data abort
-            // (address size fault), which is fatal and never returns here.
+            // SAFETY: the load targets an address outside the 40-bit EL2
+            // address space (and any physical one), so it reads no memory:
+            // it takes a data abort (a translation fault with the MMU on),
+            // which is fatal and never returns here.
             unsafe {
                 asm!("ldr {tmp}, [{addr}]", addr = in(reg) !0xfu64, tmp = out(reg) _, options(nostack, readonly));
+            }
+        }
+        FaultInjection::WriteText => {
+            let target = inject as *const () as u64;
+            // SAFETY: the store targets this function's own code, which the
+            // EL2 stage-1 tables map read-only: it takes a permission fault,
+            // which is fatal and never returns here, so no code changes.
+            unsafe {
+                asm!("str xzr, [{addr}]", addr = in(reg) target, options(nostack));
             }
         }
         FaultInjection::Brk => {

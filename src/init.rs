@@ -21,6 +21,7 @@ enum BootError {
     Dtb(DtbError),
     BootArgs(BootArgError<'static>),
     Mm(MmError),
+    Mmu(mm::mmu::MmuError),
     Smp(SmpError),
     FrameSelfTest,
 }
@@ -31,6 +32,7 @@ impl fmt::Display for BootError {
             Self::Dtb(e) => write!(f, "{e}"),
             Self::BootArgs(e) => write!(f, "{e}"),
             Self::Mm(e) => write!(f, "{e}"),
+            Self::Mmu(e) => write!(f, "{e}"),
             Self::Smp(e) => write!(f, "{e}"),
             Self::FrameSelfTest => f.write_str("frame allocator self-test failed"),
         }
@@ -74,6 +76,7 @@ fn run(dtb: usize) -> Result<(), BootError> {
 
     mm::init(&platform).map_err(BootError::Mm)?;
     frame_self_test()?;
+    mm::mmu::init(&platform).map_err(BootError::Mmu)?;
 
     let online = smp::start_secondaries(&platform).map_err(BootError::Smp)?;
     info!("all {online} CPUs online");

@@ -124,6 +124,8 @@ fn announce(id: CpuId, mpidr: u64) {
 
 /// Rust entry of a secondary CPU (after `boot/entry.S`).
 pub fn secondary_main(id: CpuId) -> ! {
+    // Same translation as the boot CPU before touching shared data.
+    crate::mm::mmu::enable_secondary();
     let expected = percpu::current().mpidr();
     let actual = percpu::current_mpidr();
     if actual != expected {

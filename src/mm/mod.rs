@@ -1,10 +1,11 @@
-//! Memory management: the EL2 heap and the page-frame allocator, fed from
-//! the RAM the device tree reports minus what is already in use. (The MMU is
-//! off: every address is physical. Turning on the EL2 MMU will live here.)
+//! Memory management: the EL2 heap, the page-frame allocator, and the EL2 MMU on tables built by the walker.
 
 mod frame;
 mod heap;
 mod layout;
+mod maint;
+pub mod mmu;
+mod tables;
 
 pub use frame::{alloc_frame, frame_stats, free_frame, FrameStats};
 pub use heap::{heap_stats, HeapStats};

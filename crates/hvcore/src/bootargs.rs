@@ -3,7 +3,7 @@
 //! Arguments are whitespace-separated `key=value` or bare `key` tokens.
 //! Known keys:
 //! - `log=off|error|warn|info|debug|trace`: console log level (default `info`);
-//! - `fault=panic|abort|brk`: deliberately crash after boot, to exercise the
+//! - `fault=panic|abort|brk|write-text`: deliberately crash after boot, to exercise the
 //!   fatal-error paths (used by the smoke tests).
 //!
 //! Unknown keys are not errors (a later guest kernel command line may share
@@ -50,21 +50,24 @@ impl LogLevel {
 pub enum FaultInjection {
     /// A Rust panic.
     Panic,
-    /// A data abort at EL2 (a load from outside the physical address space).
+    /// A data abort at EL2 (a load from outside the translated address space).
     Abort,
     /// A `brk` instruction at EL2.
     Brk,
+    /// A write to the hypervisor's own code, which the EL2 MMU maps read-only.
+    WriteText,
 }
 
 impl FaultInjection {
     /// All accepted spellings, in order.
-    pub const NAMES: [&'static str; 3] = ["panic", "abort", "brk"];
+    pub const NAMES: [&'static str; 4] = ["panic", "abort", "brk", "write-text"];
 
     fn parse(value: &str) -> Option<Self> {
         Some(match value {
             "panic" => Self::Panic,
             "abort" => Self::Abort,
             "brk" => Self::Brk,
+            "write-text" => Self::WriteText,
             _ => return None,
         })
     }
@@ -227,6 +230,10 @@ mod tests {
         assert_eq!(
             BootArgs::parse("fault=brk log=off").unwrap().fault,
             Some(FaultInjection::Brk)
+        );
+        assert_eq!(
+            BootArgs::parse("fault=write-text").unwrap().fault,
+            Some(FaultInjection::WriteText)
         );
         assert!(BootArgs::parse("fault=everything").is_err());
     }

@@ -97,6 +97,24 @@ impl Prot {
     }
 }
 
+impl core::fmt::Display for Prot {
+    /// `rwx`-style, with `-` for a missing permission and ` dev` for device memory.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let flag = |p, c| if self.contains(p) { c } else { '-' };
+        write!(
+            f,
+            "{}{}{}",
+            flag(Prot::R, 'r'),
+            flag(Prot::W, 'w'),
+            flag(Prot::X, 'x')
+        )?;
+        if self.contains(Prot::DEVICE) {
+            f.write_str(" dev")?;
+        }
+        Ok(())
+    }
+}
+
 /// One translation-table entry, as a value.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Pte(u64);
@@ -356,6 +374,13 @@ mod tests {
         // Device memory is never executable.
         let dev = Pte::leaf_at(El2::leaf_attrs(Prot::RWX.union(Prot::DEVICE)), 0, lv(3));
         assert!(!El2::prot(dev).contains(Prot::X));
+    }
+
+    #[test]
+    fn prot_displays_like_ls() {
+        assert_eq!(Prot::RW.to_string(), "rw-");
+        assert_eq!(Prot::R.union(Prot::X).to_string(), "r-x");
+        assert_eq!(Prot::RW.union(Prot::DEVICE).to_string(), "rw- dev");
     }
 
     #[test]
