@@ -8,6 +8,7 @@ pub mod addr;
 pub mod bootargs;
 pub mod esr;
 pub mod frame;
+pub mod guest_abort;
 pub mod range;
 
 pub use addr::PhysAddr;
