@@ -11,5 +11,6 @@ pub mod frame;
 pub mod guest_abort;
 pub mod psci;
 pub mod range;
+pub mod slots;
 
 pub use addr::PhysAddr;
