@@ -9,6 +9,7 @@ pub mod bootargs;
 pub mod esr;
 pub mod frame;
 pub mod guest_abort;
+pub mod guest_dt;
 pub mod pl011;
 pub mod psci;
 pub mod range;

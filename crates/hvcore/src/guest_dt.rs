@@ -1,0 +1,337 @@
+//! The device tree handed to a guest: memory, vCPUs, PSCI, the PL011, the ROM slot and `/chosen`, per `docs/guest-abi.md`.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use vm_fdt::FdtWriter;
+
+use crate::pl011::Pl011Emu;
+
+/// The phandle of the PL011's fixed clock (`/apb-pclk`).
+const CLOCK_PHANDLE: u32 = 1;
+/// Its frequency, as on QEMU's virt board (the emulated UART ignores it).
+const CLOCK_HZ: u32 = 24_000_000;
+
+/// What the guest's device tree describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmDesc<'a> {
+    /// First IPA of guest RAM.
+    pub ram_base: u64,
+    /// Size of guest RAM in bytes.
+    pub ram_size: u64,
+    /// Number of vCPUs; vCPU `n` has MPIDR affinity `n` (`/cpus/cpu@n`).
+    pub cpus: usize,
+    /// IPA of the emulated PL011 (its window is [`Pl011Emu::SIZE`]).
+    pub uart_base: u64,
+    /// The read-only memory slot, `(base, size)`, if the VM has one.
+    pub rom: Option<(u64, u64)>,
+    /// The guest's command line (`/chosen/bootargs`).
+    pub bootargs: &'a str,
+}
+
+/// Why the device tree could not be built.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GuestDtError {
+    /// The writer refused it (e.g. a NUL byte in `bootargs`).
+    Fdt(vm_fdt::Error),
+    /// `cpus` is 0: a guest needs at least one vCPU.
+    NoCpus,
+}
+
+impl From<vm_fdt::Error> for GuestDtError {
+    fn from(e: vm_fdt::Error) -> Self {
+        Self::Fdt(e)
+    }
+}
+
+impl fmt::Display for GuestDtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fdt(e) => write!(f, "guest device tree: {e}"),
+            Self::NoCpus => f.write_str("guest device tree: no vCPUs"),
+        }
+    }
+}
+
+/// Strings for a string-list property.
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(ToString::to_string).collect()
+}
+
+/// Builds the guest's flattened device tree blob.
+///
+/// # Errors
+///
+/// [`GuestDtError::NoCpus`] if `desc.cpus` is 0; [`GuestDtError::Fdt`] if
+/// the writer refuses a value (a NUL byte in `bootargs`, or a blob over
+/// 4 GiB).
+pub fn build(desc: &VmDesc<'_>) -> Result<Vec<u8>, GuestDtError> {
+    if desc.cpus == 0 {
+        return Err(GuestDtError::NoCpus);
+    }
+    let uart_node = format!("pl011@{:x}", desc.uart_base);
+    let mut fdt = FdtWriter::new()?;
+
+    let root = fdt.begin_node("")?;
+    fdt.property_u32("#address-cells", 2)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_string("compatible", "linux,dummy-virt")?;
+    fdt.property_string("model", "hyp guest")?;
+
+    let chosen = fdt.begin_node("chosen")?;
+    fdt.property_string("bootargs", desc.bootargs)?;
+    fdt.property_string("stdout-path", &format!("/{uart_node}"))?;
+    fdt.end_node(chosen)?;
+
+    let memory = fdt.begin_node(&format!("memory@{:x}", desc.ram_base))?;
+    fdt.property_string("device_type", "memory")?;
+    fdt.property_array_u64("reg", &[desc.ram_base, desc.ram_size])?;
+    fdt.end_node(memory)?;
+
+    let cpus = fdt.begin_node("cpus")?;
+    fdt.property_u32("#address-cells", 1)?;
+    fdt.property_u32("#size-cells", 0)?;
+    for n in 0..desc.cpus {
+        let cpu = fdt.begin_node(&format!("cpu@{n:x}"))?;
+        fdt.property_string("device_type", "cpu")?;
+        fdt.property_string("compatible", "arm,armv8")?;
+        fdt.property_u32("reg", n as u32)?;
+        fdt.property_string("enable-method", "psci")?;
+        fdt.end_node(cpu)?;
+    }
+    fdt.end_node(cpus)?;
+
+    let psci = fdt.begin_node("psci")?;
+    fdt.property_string_list("compatible", strings(&["arm,psci-1.0", "arm,psci-0.2"]))?;
+    fdt.property_string("method", "hvc")?;
+    fdt.end_node(psci)?;
+
+    // Linux's PL011 driver (an AMBA device) will not probe without a clock.
+    let clock = fdt.begin_node("apb-pclk")?;
+    fdt.property_string("compatible", "fixed-clock")?;
+    fdt.property_u32("#clock-cells", 0)?;
+    fdt.property_u32("clock-frequency", CLOCK_HZ)?;
+    fdt.property_string("clock-output-names", "clk24mhz")?;
+    fdt.property_phandle(CLOCK_PHANDLE)?;
+    fdt.end_node(clock)?;
+
+    let uart = fdt.begin_node(&uart_node)?;
+    fdt.property_string_list("compatible", strings(&["arm,pl011", "arm,primecell"]))?;
+    fdt.property_array_u64("reg", &[desc.uart_base, Pl011Emu::SIZE])?;
+    fdt.property_array_u32("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])?;
+    fdt.property_string_list("clock-names", vec!["uartclk".into(), "apb_pclk".into()])?;
+    fdt.end_node(uart)?;
+
+    if let Some((base, size)) = desc.rom {
+        let rom = fdt.begin_node(&format!("rom@{base:x}"))?;
+        fdt.property_string("compatible", "hyp,rom")?;
+        fdt.property_array_u64("reg", &[base, size])?;
+        fdt.end_node(rom)?;
+    }
+
+    fdt.end_node(root)?;
+    Ok(fdt.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fdt::Fdt;
+    use proptest::prelude::*;
+
+    fn desc(cpus: usize, bootargs: &str) -> VmDesc<'_> {
+        VmDesc {
+            ram_base: 0x4000_0000,
+            ram_size: 128 << 20,
+            cpus,
+            uart_base: 0x0900_0000,
+            rom: Some((0x0400_0000, 2 << 20)),
+            bootargs,
+        }
+    }
+
+    fn prop<'a>(fdt: &'a Fdt<'a>, path: &str, name: &str) -> &'a [u8] {
+        fdt.find_node(path)
+            .unwrap_or_else(|| panic!("no node {path}"))
+            .property(name)
+            .unwrap_or_else(|| panic!("no property {path}:{name}"))
+            .value
+    }
+
+    fn str_list<'a>(fdt: &'a Fdt<'a>, path: &str, name: &str) -> Vec<&'a str> {
+        let raw = prop(fdt, path, name);
+        let raw = raw.strip_suffix(&[0]).expect("NUL-terminated");
+        raw.split(|&b| b == 0)
+            .map(|s| core::str::from_utf8(s).unwrap())
+            .collect()
+    }
+
+    fn u32s(fdt: &Fdt<'_>, path: &str, name: &str) -> Vec<u32> {
+        prop(fdt, path, name)
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    fn u64s(fdt: &Fdt<'_>, path: &str, name: &str) -> Vec<u64> {
+        prop(fdt, path, name)
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    /// Checks every node and property the ABI promises for `d`.
+    fn check(blob: &[u8], d: &VmDesc<'_>) {
+        let fdt = Fdt::new(blob).expect("a valid blob");
+        assert_eq!(fdt.total_size(), blob.len());
+
+        assert_eq!(u32s(&fdt, "/", "#address-cells"), [2]);
+        assert_eq!(u32s(&fdt, "/", "#size-cells"), [2]);
+        assert_eq!(str_list(&fdt, "/", "compatible"), ["linux,dummy-virt"]);
+        assert_eq!(fdt.root().model(), "hyp guest");
+
+        let mem = format!("/memory@{:x}", d.ram_base);
+        assert_eq!(str_list(&fdt, &mem, "device_type"), ["memory"]);
+        assert_eq!(u64s(&fdt, &mem, "reg"), [d.ram_base, d.ram_size]);
+        let regions: Vec<_> = fdt.memory().regions().collect();
+        assert_eq!(regions.len(), 1);
+        assert_eq!(regions[0].starting_address as u64, d.ram_base);
+        assert_eq!(regions[0].size, Some(d.ram_size as usize));
+
+        assert_eq!(u32s(&fdt, "/cpus", "#address-cells"), [1]);
+        assert_eq!(u32s(&fdt, "/cpus", "#size-cells"), [0]);
+        let cpus = fdt.find_node("/cpus").unwrap();
+        assert_eq!(cpus.children().count(), d.cpus);
+        for n in 0..d.cpus {
+            let path = format!("/cpus/cpu@{n:x}");
+            assert_eq!(str_list(&fdt, &path, "device_type"), ["cpu"]);
+            assert_eq!(str_list(&fdt, &path, "compatible"), ["arm,armv8"]);
+            assert_eq!(u32s(&fdt, &path, "reg"), [n as u32]);
+            assert_eq!(str_list(&fdt, &path, "enable-method"), ["psci"]);
+        }
+        let ids: Vec<usize> = fdt.cpus().map(|c| c.ids().first()).collect();
+        assert_eq!(ids, (0..d.cpus).collect::<Vec<_>>());
+
+        assert_eq!(
+            str_list(&fdt, "/psci", "compatible"),
+            ["arm,psci-1.0", "arm,psci-0.2"]
+        );
+        assert_eq!(str_list(&fdt, "/psci", "method"), ["hvc"]);
+
+        let uart = format!("/pl011@{:x}", d.uart_base);
+        assert_eq!(
+            str_list(&fdt, &uart, "compatible"),
+            ["arm,pl011", "arm,primecell"]
+        );
+        assert_eq!(u64s(&fdt, &uart, "reg"), [d.uart_base, 0x1000]);
+        assert_eq!(
+            str_list(&fdt, &uart, "clock-names"),
+            ["uartclk", "apb_pclk"]
+        );
+        let clocks = u32s(&fdt, &uart, "clocks");
+        assert_eq!(clocks.len(), 2);
+        assert_eq!(clocks[0], clocks[1]);
+        let clock = fdt.find_phandle(clocks[0]).expect("clocks names a node");
+        assert_eq!(clock.name, "apb-pclk");
+        assert_eq!(str_list(&fdt, "/apb-pclk", "compatible"), ["fixed-clock"]);
+        assert_eq!(u32s(&fdt, "/apb-pclk", "#clock-cells"), [0]);
+        assert_eq!(u32s(&fdt, "/apb-pclk", "clock-frequency"), [24_000_000]);
+
+        match d.rom {
+            Some((base, size)) => {
+                let rom = format!("/rom@{base:x}");
+                assert_eq!(str_list(&fdt, &rom, "compatible"), ["hyp,rom"]);
+                assert_eq!(u64s(&fdt, &rom, "reg"), [base, size]);
+            }
+            None => assert!(fdt.find_compatible(&["hyp,rom"]).is_none()),
+        }
+
+        assert_eq!(fdt.chosen().bootargs(), Some(d.bootargs));
+        assert_eq!(str_list(&fdt, "/chosen", "stdout-path"), [uart.as_str()]);
+        assert_eq!(fdt.chosen().stdout().map(|n| n.name), Some(&uart[1..]));
+    }
+
+    #[test]
+    fn the_abi_machine() {
+        let d = desc(4, "console=ttyAMA0 earlycon");
+        let blob = build(&d).unwrap();
+        check(&blob, &d);
+        let fdt = Fdt::new(&blob).unwrap();
+        // The exact names docs/guest-abi.md gives.
+        for path in [
+            "/memory@40000000",
+            "/cpus/cpu@3",
+            "/psci",
+            "/pl011@9000000",
+            "/rom@4000000",
+            "/chosen",
+        ] {
+            assert!(fdt.find_node(path).is_some(), "{path}");
+        }
+        assert_eq!(str_list(&fdt, "/chosen", "stdout-path"), ["/pl011@9000000"]);
+    }
+
+    #[test]
+    fn without_rom_and_with_empty_bootargs() {
+        let d = VmDesc {
+            rom: None,
+            ..desc(1, "")
+        };
+        let blob = build(&d).unwrap();
+        check(&blob, &d);
+        let fdt = Fdt::new(&blob).unwrap();
+        assert!(fdt.all_nodes().all(|n| !n.name.starts_with("rom")));
+    }
+
+    #[test]
+    fn eight_cpus_fit_in_64k() {
+        let long = "x".repeat(2048);
+        let d = desc(8, &long);
+        let blob = build(&d).unwrap();
+        check(&blob, &d);
+        assert!(blob.len() < 64 << 10, "{} bytes", blob.len());
+        // And with a short command line it is tiny.
+        assert!(build(&desc(8, "quiet")).unwrap().len() < 4096);
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(build(&desc(0, "")), Err(GuestDtError::NoCpus));
+        assert_eq!(
+            GuestDtError::NoCpus.to_string(),
+            "guest device tree: no vCPUs"
+        );
+        let err = build(&desc(1, "a\0b")).unwrap_err();
+        assert_eq!(err, GuestDtError::Fdt(vm_fdt::Error::InvalidString));
+        assert_eq!(
+            err.to_string(),
+            "guest device tree: Strings cannot contain NUL"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn every_layout_parses_back(
+            cpus in 1usize..=8,
+            ram_mb in 1u64..4096,
+            ram_g in 1u64..256,
+            uart_page in 1u64..0x10_0000,
+            rom in proptest::option::of((1u64..0x1000, 1u64..64)),
+            bootargs in "[ -~]{0,200}",
+        ) {
+            let d = VmDesc {
+                ram_base: ram_g << 30,
+                ram_size: ram_mb << 20,
+                cpus,
+                uart_base: uart_page << 12,
+                rom: rom.map(|(base, size)| (base << 21, size << 21)),
+                bootargs: &bootargs,
+            };
+            let blob = build(&d).unwrap();
+            check(&blob, &d);
+        }
+    }
+}
