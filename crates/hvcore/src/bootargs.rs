@@ -4,7 +4,11 @@
 //! Known keys:
 //! - `log=off|error|warn|info|debug|trace`: console log level (default `info`);
 //! - `fault=panic|abort|brk|write-text`: deliberately crash after boot, to exercise the
-//!   fatal-error paths (used by the smoke tests).
+//!   fatal-error paths (used by the smoke tests);
+//! - `guest=none`: run no guest, even if an image was handed over;
+//! - `guest.mem=SIZE`: guest RAM in bytes, with an optional `K`, `M` or `G` suffix
+//!   (decimal, or hexadecimal with `0x`); a multiple of 2 MiB, at least 2 MiB;
+//! - `guest.smp=N`: number of vCPUs, 1 to [`MAX_GUEST_SMP`].
 //!
 //! Unknown keys are not errors (a later guest kernel command line may share
 //! the string); the caller can list them with [`BootArgs::unknown`].
@@ -73,6 +77,16 @@ impl FaultInjection {
     }
 }
 
+/// Granule of `guest.mem=`: guest RAM is mapped with 2 MiB blocks.
+pub const GUEST_MEM_GRANULE: u64 = 2 << 20;
+
+/// Largest `guest.smp=`.
+pub const MAX_GUEST_SMP: usize = 8;
+
+/// The keys this parser knows; everything else is listed by
+/// [`BootArgs::unknown`].
+const KNOWN_KEYS: [&str; 5] = ["log", "fault", "guest", "guest.mem", "guest.smp"];
+
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootArgs<'a> {
@@ -80,6 +94,13 @@ pub struct BootArgs<'a> {
     pub log_level: Option<LogLevel>,
     /// Requested deliberate crash, if any.
     pub fault: Option<FaultInjection>,
+    /// `guest=none`: run no guest even if an image was handed over.
+    pub guest_none: bool,
+    /// `guest.mem=`: guest RAM in bytes (a multiple of
+    /// [`GUEST_MEM_GRANULE`], at least that), if given.
+    pub guest_mem: Option<u64>,
+    /// `guest.smp=`: number of vCPUs (1..=[`MAX_GUEST_SMP`]), if given.
+    pub guest_smp: Option<usize>,
     source: &'a str,
 }
 
@@ -94,6 +115,16 @@ pub enum BootArgError<'a> {
         value: &'a str,
         /// The accepted values.
         expected: &'static [&'static str],
+    },
+    /// A known key whose value is not one of a list but still wrong (a
+    /// size, a count); `reason` says what it must be.
+    Invalid {
+        /// The key, e.g. `guest.mem`.
+        key: &'a str,
+        /// The value given (empty when there was none).
+        value: &'a str,
+        /// What is wrong, e.g. `guest memory must be a multiple of 2M`.
+        reason: &'static str,
     },
 }
 
@@ -113,6 +144,9 @@ impl fmt::Display for BootArgError<'_> {
                     f.write_str(name)?;
                 }
                 Ok(())
+            }
+            Self::Invalid { key, value, reason } => {
+                write!(f, "bad boot argument `{key}={value}`: {reason}")
             }
         }
     }
@@ -135,10 +169,15 @@ impl<'a> BootArgs<'a> {
     ///
     /// [`BootArgError::BadValue`] when a known key has a value it does not
     /// accept; the error names the key, the value and the accepted values.
+    /// [`BootArgError::Invalid`] for a `guest.mem=` or `guest.smp=` value
+    /// that is not a number, or out of range; the error says why.
     pub fn parse(source: &'a str) -> Result<Self, BootArgError<'a>> {
         let mut args = Self {
             log_level: None,
             fault: None,
+            guest_none: false,
+            guest_mem: None,
+            guest_smp: None,
             source,
         };
         for (key, value) in params(source) {
@@ -156,6 +195,23 @@ impl<'a> BootArgs<'a> {
                     let fault = value.and_then(FaultInjection::parse);
                     args.fault = Some(fault.ok_or_else(|| bad(&FaultInjection::NAMES))?);
                 }
+                "guest" => match value {
+                    Some("none") => args.guest_none = true,
+                    _ => return Err(bad(&["none"])),
+                },
+                "guest.mem" => {
+                    let value = value.unwrap_or("");
+                    let invalid = |reason| BootArgError::Invalid { key, value, reason };
+                    args.guest_mem = Some(parse_guest_mem(value).map_err(invalid)?);
+                }
+                "guest.smp" => {
+                    let value = value.unwrap_or("");
+                    args.guest_smp = Some(parse_guest_smp(value).ok_or(BootArgError::Invalid {
+                        key,
+                        value,
+                        reason: "expected a vCPU count from 1 to 8",
+                    })?);
+                }
                 _ => {}
             }
         }
@@ -164,10 +220,61 @@ impl<'a> BootArgs<'a> {
 
     /// The tokens whose keys this parser does not know.
     pub fn unknown(&self) -> impl Iterator<Item = &'a str> {
-        self.source
-            .split_ascii_whitespace()
-            .filter(|token| !matches!(token.split('=').next(), Some("log" | "fault")))
+        self.source.split_ascii_whitespace().filter(|token| {
+            let key = token.split('=').next().unwrap_or(token);
+            !KNOWN_KEYS.contains(&key)
+        })
     }
+}
+
+/// What a `guest.mem=` value that is not a size gets told.
+const SIZE_SYNTAX: &str =
+    "expected a size in bytes with an optional K, M or G suffix, e.g. guest.mem=256M";
+
+/// Parses a size: decimal, or hexadecimal with `0x`, then an optional
+/// `K`, `M` or `G` (either case) multiplying by 2^10, 2^20, 2^30.
+fn parse_size(value: &str) -> Result<u64, &'static str> {
+    let (digits, shift) = match value.as_bytes().last() {
+        Some(b'k' | b'K') => (&value[..value.len() - 1], 10),
+        Some(b'm' | b'M') => (&value[..value.len() - 1], 20),
+        Some(b'g' | b'G') => (&value[..value.len() - 1], 30),
+        _ => (value, 0),
+    };
+    let (digits, radix) = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        Some(hex) => (hex, 16),
+        None => (digits, 10),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return Err(SIZE_SYNTAX);
+    }
+    u64::from_str_radix(digits, radix)
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or("size does not fit in 64 bits")
+}
+
+/// Parses and checks `guest.mem=`.
+fn parse_guest_mem(value: &str) -> Result<u64, &'static str> {
+    let size = parse_size(value)?;
+    if size < GUEST_MEM_GRANULE {
+        return Err("guest memory must be at least 2M");
+    }
+    if !size.is_multiple_of(GUEST_MEM_GRANULE) {
+        return Err("guest memory must be a multiple of 2M");
+    }
+    Ok(size)
+}
+
+/// Parses and checks `guest.smp=`: a decimal count, 1..=`MAX_GUEST_SMP`.
+fn parse_guest_smp(value: &str) -> Option<usize> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: usize = value.parse().ok()?;
+    (1..=MAX_GUEST_SMP).contains(&n).then_some(n)
 }
 
 #[cfg(test)]
@@ -180,6 +287,9 @@ mod tests {
         let args = BootArgs::parse("").unwrap();
         assert_eq!(args.log_level, None);
         assert_eq!(args.fault, None);
+        assert!(!args.guest_none);
+        assert_eq!(args.guest_mem, None);
+        assert_eq!(args.guest_smp, None);
         assert_eq!(args.unknown().count(), 0);
     }
 
@@ -238,7 +348,163 @@ mod tests {
         assert!(BootArgs::parse("fault=everything").is_err());
     }
 
+    #[test]
+    fn guest_options() {
+        let args = BootArgs::parse("guest=none guest.mem=256M guest.smp=4").unwrap();
+        assert!(args.guest_none);
+        assert_eq!(args.guest_mem, Some(256 << 20));
+        assert_eq!(args.guest_smp, Some(4));
+        assert_eq!(args.unknown().count(), 0);
+        // Other guest.* keys are not ours: listed, not errors.
+        let args = BootArgs::parse("guest.foo=1 guests=2 log=info guest.mem=2M").unwrap();
+        assert_eq!(
+            args.unknown().collect::<Vec<_>>(),
+            ["guest.foo=1", "guests=2"]
+        );
+        assert!(!args.guest_none);
+    }
+
+    #[test]
+    fn guest_mem_sizes() {
+        for (value, bytes) in [
+            ("2M", 2 << 20),
+            ("2m", 2 << 20),
+            ("4096K", 4 << 20),
+            ("4096k", 4 << 20),
+            ("1G", 1 << 30),
+            ("3g", 3 << 30),
+            ("2097152", 2 << 20),
+            ("0x200000", 2 << 20),
+            ("0X40000000", 1 << 30),
+            ("0x10M", 16 << 20),
+            ("1024G", 1 << 40),
+        ] {
+            let line = format!("guest.mem={value}");
+            assert_eq!(
+                BootArgs::parse(&line).unwrap().guest_mem,
+                Some(bytes),
+                "{line}"
+            );
+        }
+        // The last occurrence wins.
+        let args = BootArgs::parse("guest.mem=2M guest.mem=64M").unwrap();
+        assert_eq!(args.guest_mem, Some(64 << 20));
+    }
+
+    #[test]
+    fn bad_guest_mem_is_a_clear_error() {
+        let syntax =
+            "expected a size in bytes with an optional K, M or G suffix, e.g. guest.mem=256M";
+        for (value, reason) in [
+            ("", syntax),
+            ("M", syntax),
+            ("lots", syntax),
+            ("2T", syntax),
+            ("2MB", syntax),
+            ("-2M", syntax),
+            ("+2M", syntax),
+            ("0x", syntax),
+            ("0xG", syntax),
+            ("12ab", syntax),
+            ("0", "guest memory must be at least 2M"),
+            ("0M", "guest memory must be at least 2M"),
+            ("1M", "guest memory must be at least 2M"),
+            ("2097151", "guest memory must be at least 2M"),
+            ("3M", "guest memory must be a multiple of 2M"),
+            ("2097153", "guest memory must be a multiple of 2M"),
+            ("3073K", "guest memory must be a multiple of 2M"),
+            ("18446744073709551616", "size does not fit in 64 bits"),
+            ("17179869184G", "size does not fit in 64 bits"),
+        ] {
+            let line = format!("guest.mem={value}");
+            let err = BootArgs::parse(&line).unwrap_err();
+            assert_eq!(
+                err,
+                BootArgError::Invalid {
+                    key: "guest.mem",
+                    value,
+                    reason
+                },
+                "{line}"
+            );
+            assert_eq!(
+                err.to_string(),
+                format!("bad boot argument `guest.mem={value}`: {reason}")
+            );
+        }
+        // A bare key reads as an empty value.
+        assert_eq!(
+            BootArgs::parse("guest.mem").unwrap_err().to_string(),
+            format!("bad boot argument `guest.mem=`: {syntax}")
+        );
+        assert_eq!(
+            BootArgs::parse("guest.mem=3M").unwrap_err().to_string(),
+            "bad boot argument `guest.mem=3M`: guest memory must be a multiple of 2M"
+        );
+    }
+
+    #[test]
+    fn guest_smp() {
+        for n in 1..=MAX_GUEST_SMP {
+            let line = format!("guest.smp={n}");
+            assert_eq!(BootArgs::parse(&line).unwrap().guest_smp, Some(n));
+        }
+        assert_eq!(BootArgs::parse("guest.smp=02").unwrap().guest_smp, Some(2));
+        for value in [
+            "0",
+            "9",
+            "100",
+            "",
+            "-1",
+            "+1",
+            "one",
+            "0x2",
+            "18446744073709551617",
+        ] {
+            let line = format!("guest.smp={value}");
+            let Err(err) = BootArgs::parse(&line) else {
+                panic!("{line:?} accepted");
+            };
+            assert_eq!(
+                err.to_string(),
+                format!("bad boot argument `guest.smp={value}`: expected a vCPU count from 1 to 8"),
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn guest_none() {
+        assert!(BootArgs::parse("guest=none").unwrap().guest_none);
+        for line in ["guest", "guest=", "guest=linux", "guest=NONE"] {
+            let err = BootArgs::parse(line).unwrap_err();
+            let value = line.strip_prefix("guest=").unwrap_or("");
+            assert_eq!(
+                err.to_string(),
+                format!("bad boot argument `guest={value}`: expected guest=none")
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn guest_mem_round_trips(units in 1u64..(1 << 20), suffix in 0usize..4) {
+            let bytes = units * GUEST_MEM_GRANULE;
+            let (shift, name) = [(0, ""), (10, "K"), (20, "M"), (30, "G")][suffix];
+            prop_assume!(bytes.is_multiple_of(1 << shift));
+            let line = format!("guest.mem={}{name}", bytes >> shift);
+            prop_assert_eq!(BootArgs::parse(&line).unwrap().guest_mem, Some(bytes));
+            let hex = format!("guest.mem={:#x}", bytes);
+            prop_assert_eq!(BootArgs::parse(&hex).unwrap().guest_mem, Some(bytes));
+        }
+
+        #[test]
+        fn guest_mem_off_the_granule_is_refused(bytes in any::<u64>()) {
+            prop_assume!(!bytes.is_multiple_of(GUEST_MEM_GRANULE));
+            let line = format!("guest.mem={bytes}");
+            prop_assert!(BootArgs::parse(&line).is_err());
+        }
+
         #[test]
         fn parse_never_panics(line in "[a-z=\\t ]{0,40}") {
             let _ = BootArgs::parse(&line).map(|a| a.unknown().count());
