@@ -1,5 +1,6 @@
-//! Portable hypervisor logic, tested on the host: syndrome decoding, boot
-//! arguments, physical-range arithmetic and the page-frame bitmap.
+//! Portable hypervisor logic, tested on the host: syndrome and guest-abort decoding, boot
+//! arguments, physical-range arithmetic, the page-frame bitmap, and the guest's side of
+//! things: memory slots, PSCI calls, the emulated PL011 and the guest device tree.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
