@@ -1,5 +1,6 @@
 # Shared by run.sh, debug.sh and smoke.sh (sourced, not run): where the
-# hypervisor is built, how the bootable image is made, and the QEMU machine.
+# hypervisor and the test guests are built, how the bootable images are
+# made, and the QEMU machine.
 # Expects $root = the repository root.
 
 HYP_PROFILE=release
@@ -37,10 +38,43 @@ find_objcopy() {
 }
 
 # Builds the ELF and turns it into a raw arm64 Image for `qemu -kernel`
-# (as a raw Image, QEMU passes the device tree in x0; as an ELF it would not).
+# (as a raw Image, QEMU passes the device tree in x0; as an ELF it would not),
+# then the test guests (build_guests).
 build_image() {
     local objcopy
     (cd "$root" && cargo build --profile "$HYP_PROFILE")
     objcopy="$(find_objcopy)"
     "$objcopy" -O binary "$HYP_ELF" "$HYP_IMG"
+    build_guests
+}
+
+# The test guests (guests/src/bin/<name>.rs): raw arm64 Images, one per
+# scenario, at $GUEST_DIR/<name>.img (guest_image NAME), handed to the
+# hypervisor with `-initrd` (scripts/run.sh --guest NAME). GUEST_DEFAULT is
+# the one run.sh boots without --guest.
+GUEST_DIR="$root/target/$HYP_TARGET/$HYP_PROFILE/guests"
+GUEST_DEFAULT=smp
+
+# The test guests' names, one per line.
+guest_names() {
+    local src
+    for src in "$root"/guests/src/bin/*.rs; do
+        basename "$src" .rs
+    done
+}
+
+# Where the image of test guest NAME is (built or not).
+guest_image() {
+    echo "$GUEST_DIR/$1.img"
+}
+
+# Builds every test guest (release) and makes its raw image.
+build_guests() {
+    local objcopy name
+    (cd "$root" && cargo build --profile "$HYP_PROFILE" -p guests)
+    objcopy="$(find_objcopy)"
+    mkdir -p "$GUEST_DIR"
+    for name in $(guest_names); do
+        "$objcopy" -O binary "$root/target/$HYP_TARGET/$HYP_PROFILE/$name" "$(guest_image "$name")"
+    done
 }

@@ -1,34 +1,224 @@
 #!/usr/bin/env bash
-# Build the hypervisor (release profile) and boot it under QEMU virt at EL2.
+# Build the hypervisor and the test guests (release profile) and boot the
+# hypervisor under QEMU virt at EL2, with a guest to run.
 #
-#   scripts/run.sh [qemu args...]     e.g. -smp 2, -append "log=debug"
+#   scripts/run.sh [options] [qemu args...]
 #
-# Extra arguments go to QEMU after the defaults (a later -smp/-m/-cpu
-# overrides the default). The exit status is the hypervisor's verdict:
-# 0 success, 1 boot error, 2 panic, 3 unexpected exception; 124 = timeout.
+# Options (before, after or among the QEMU arguments):
+#   --guest NAME|FILE   the guest: a test guest by name (guests/src/bin/NAME.rs:
+#                       hello touch smp rom relax noslot psci exit) or any raw
+#                       aarch64 image, e.g. an arm64 Linux Image (a path; a
+#                       file named like a test guest needs a ./). Default: smp.
+#                       It goes to QEMU as -initrd.
+#   --no-guest          no guest: boot the hypervisor only (guest=none).
+#   --smp N             N vCPUs (guest.smp=N) on N physical CPUs (QEMU -smp N).
+#   --mem SIZE          guest RAM, e.g. 128M, 1G: bytes with an optional K/M/G
+#                       suffix (guest.mem=SIZE); QEMU gets -m SIZE + 512M, at
+#                       least 1G.
+#   --guest-args "..."  the guest's command line (/chosen/bootargs), e.g.
+#                       "touch=16": added after `--` in the hypervisor's.
+#   --help              this text.
+#   --                  everything after goes to QEMU unchanged.
+#
+# Other arguments go to QEMU after the defaults (a later -smp/-m/-cpu
+# overrides the default; an -initrd of your own replaces the default guest).
+# The kernel command line is "log=info" unless you pass -append "..."; the
+# guest.* arguments above are added to it either way (before any ` -- `, the
+# start of the guest's part).
+#
+# The exit status is the run's verdict: 0 success, 1 boot error (or a guest's
+# failed check), 2 panic, 3 unexpected exception (in the hypervisor or a
+# guest), 124 timeout; a guest's SYSTEM_OFF status otherwise. 2 also for a
+# bad option here.
 #
 # Environment:
 #   RUN_TIMEOUT=SECONDS   kill QEMU after this long (default: no timeout)
-#   HYP_NO_BUILD=1        skip the cargo build (use the last image)
+#   RUN_DRY=1             print the QEMU command line instead of building and running
+#   HYP_NO_BUILD=1        skip the cargo build (use the last images)
 #   QEMU=...              QEMU binary (default qemu-system-aarch64)
-#   HYP_KERNEL=PATH       boot this file instead of the built image
+#   HYP_KERNEL=PATH       boot this file instead of the built hypervisor image
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/image.sh
 source "$root/scripts/image.sh"
 
-if [[ "${HYP_NO_BUILD:-0}" != 1 ]]; then
+usage_error() {
+    echo "run.sh: $*" >&2
+    echo "run.sh: see scripts/run.sh --help" >&2
+    exit 2
+}
+
+# Whether NAME is a test guest's.
+is_guest_name() {
+    local name
+    for name in $(guest_names); do
+        [[ "$name" == "$1" ]] && return 0
+    done
+    return 1
+}
+
+# MiB (rounded up) in a SIZE as guest.mem= takes it: bytes, or K/M/G.
+size_mib() {
+    local n="${1%[KMG]}"
+    case "$1" in
+        *K) echo $(((n + 1023) / 1024)) ;;
+        *M) echo "$n" ;;
+        *G) echo $((n * 1024)) ;;
+        *) echo $(((n + 1048575) / 1048576)) ;;
+    esac
+}
+
+guest="" guest_given=0 no_guest=0 smp="" mem="" guest_args="" qemu_args=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --guest | --smp | --mem | --guest-args)
+            [[ $# -ge 2 ]] || usage_error "$1 needs a value"
+            case "$1" in
+                --guest) guest="$2" guest_given=1 ;;
+                --smp) smp="$2" ;;
+                --mem) mem="$2" ;;
+                --guest-args) guest_args="$2" ;;
+            esac
+            shift 2
+            ;;
+        --guest=*) guest="${1#*=}" guest_given=1 && shift ;;
+        --smp=*) smp="${1#*=}" && shift ;;
+        --mem=*) mem="${1#*=}" && shift ;;
+        --guest-args=*) guest_args="${1#*=}" && shift ;;
+        --no-guest) no_guest=1 && shift ;;
+        --help)
+            sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+            exit 0
+            ;;
+        --)
+            shift
+            qemu_args+=("$@")
+            break
+            ;;
+        --*) usage_error "unknown option $1" ;;
+        *) qemu_args+=("$1") && shift ;;
+    esac
+done
+
+[[ -z "$smp" || "$smp" =~ ^[1-9][0-9]*$ ]] || usage_error "--smp $smp: expected a number of vCPUs"
+[[ -z "$mem" || "${mem^^}" =~ ^[1-9][0-9]*[KMG]?$ ]] ||
+    usage_error "--mem $mem: expected a size such as 128M or 1G"
+mem="${mem^^}"
+[[ $guest_given == 0 || -n "$guest" ]] || usage_error "--guest needs a file or a test guest name"
+[[ $no_guest == 0 || -z "$guest" ]] || usage_error "--guest and --no-guest together"
+
+user_initrd=0
+for arg in "${qemu_args[@]}"; do
+    if [[ "$arg" == -initrd ]]; then user_initrd=1; fi
+done
+[[ -z "$guest" || $user_initrd == 0 ]] || usage_error "--guest and -initrd both give the guest"
+
+if [[ "${HYP_NO_BUILD:-0}" != 1 && "${RUN_DRY:-0}" != 1 ]]; then
     build_image >&2
 fi
 
-# Default command line unless the caller passes -append.
-append=(-append "log=info")
-for arg in "$@"; do
-    [[ "$arg" == -append ]] && append=()
-done
+# The guest image: a test guest by name, else a file; the default guest
+# unless there is none or the caller passes its own -initrd.
+guest_file=""
+if [[ $no_guest == 0 && $user_initrd == 0 ]]; then
+    name="${guest:-$GUEST_DEFAULT}"
+    if [[ "$name" != */* ]] && is_guest_name "$name"; then
+        guest_file="$(guest_image "$name")"
+        if [[ ! -f "$guest_file" && "${RUN_DRY:-0}" != 1 ]]; then
+            usage_error "test guest $name is not built ($guest_file): run without HYP_NO_BUILD=1"
+        fi
+    elif [[ -f "$guest" ]]; then
+        guest_file="$guest"
+        if [[ "$(head -c 4 "$guest_file" | tr -d '\0')" == $'\x7fELF' ]]; then
+            usage_error "--guest $guest is an ELF file: the guest must be a raw image (llvm-objcopy -O binary ELF IMAGE)"
+        fi
+    elif [[ -e "$guest" ]]; then
+        usage_error "--guest $guest: not a regular file"
+    else
+        usage_error "--guest $guest: no such file, nor a test guest ($(guest_names | tr '\n' ' ' | sed 's/ $//'))"
+    fi
+fi
 
-cmd=("${QEMU:-qemu-system-aarch64}" "${QEMU_BASE_ARGS[@]}" -kernel "${HYP_KERNEL:-$HYP_IMG}" "${append[@]}" "$@")
+# Hypervisor arguments for the guest (host_extra), and the guest's own.
+host_extra=()
+if [[ -n "$smp" ]]; then host_extra+=("guest.smp=$smp"); fi
+if [[ -n "$mem" ]]; then host_extra+=("guest.mem=$mem"); fi
+if [[ $no_guest == 1 ]]; then host_extra+=("guest=none"); fi
+guest_words=()
+read -r -a guest_words <<<"$guest_args" || true
+
+# A kernel command line with host_extra added to the hypervisor's part (before
+# a lone `--`) and guest_words to the guest's (after it).
+with_guest_args() {
+    local word seen=0 words=() host=() guest=()
+    if [[ ${#host_extra[@]} == 0 && ${#guest_words[@]} == 0 ]]; then
+        echo "$1"
+        return
+    fi
+    read -r -a words <<<"$1" || true
+    for word in "${words[@]}"; do
+        if [[ $seen == 0 && "$word" == -- ]]; then
+            seen=1
+        elif [[ $seen == 0 ]]; then
+            host+=("$word")
+        else
+            guest+=("$word")
+        fi
+    done
+    host+=("${host_extra[@]}")
+    guest+=("${guest_words[@]}")
+    if [[ ${#guest[@]} -gt 0 ]]; then
+        echo "${host[*]} -- ${guest[*]}"
+    else
+        echo "${host[*]}"
+    fi
+}
+
+# The caller's -append replaces the default log level; guest args go in either way.
+have_append=0
+for ((i = 0; i < ${#qemu_args[@]}; i++)); do
+    if [[ "${qemu_args[i]}" == -append ]] && ((i + 1 < ${#qemu_args[@]})); then
+        have_append=1
+        qemu_args[i + 1]="$(with_guest_args "${qemu_args[i + 1]}")"
+    fi
+done
+append=()
+[[ $have_append == 1 ]] || append=(-append "$(with_guest_args "log=info")")
+
+# The machine: the default one, with --smp/--mem's CPU count and RAM size.
+qemu_smp="" qemu_mem=""
+if [[ -n "$smp" ]]; then qemu_smp="$smp"; fi
+if [[ -n "$mem" ]]; then
+    qemu_mib=$(($(size_mib "$mem") + 512))
+    ((qemu_mib >= 1024)) || qemu_mib=1024
+    qemu_mem="${qemu_mib}M"
+fi
+machine=()
+for ((i = 0; i < ${#QEMU_BASE_ARGS[@]}; i++)); do
+    machine+=("${QEMU_BASE_ARGS[i]}")
+    case "${QEMU_BASE_ARGS[i]}" in
+        -smp) [[ -z "$qemu_smp" ]] || { machine+=("$qemu_smp") && i=$((i + 1)); } ;;
+        -m) [[ -z "$qemu_mem" ]] || { machine+=("$qemu_mem") && i=$((i + 1)); } ;;
+    esac
+done
+initrd=()
+if [[ -n "$guest_file" ]]; then initrd=(-initrd "$guest_file"); fi
+
+cmd=("${QEMU:-qemu-system-aarch64}" "${machine[@]}"
+    -kernel "${HYP_KERNEL:-$HYP_IMG}" "${initrd[@]}" "${append[@]}" "${qemu_args[@]}")
+if [[ "${RUN_DRY:-0}" == 1 ]]; then
+    # One line a shell can run: arguments quoted only where needed.
+    line=""
+    for arg in "${cmd[@]}"; do
+        if [[ ! "$arg" =~ ^[A-Za-z0-9_./,=:+@%-]+$ ]]; then
+            arg="'${arg//\'/\'\\\'\'}'"
+        fi
+        line="${line:+$line }$arg"
+    done
+    echo "$line"
+    exit 0
+fi
 if [[ -n "${RUN_TIMEOUT:-}" ]]; then
     status=0
     timeout --kill-after=5 "$RUN_TIMEOUT" "${cmd[@]}" || status=$?
