@@ -1,0 +1,125 @@
+//! Targeted checks of what the public operations promise, each the
+//! smallest case of a property the model tests state in general.
+
+mod common;
+
+use common::*;
+use pgtable::host::HostMm;
+use pgtable::{Error, Hyp, MemCache, Prot, Stage2};
+
+/// Output addresses are 48 bits (no LPA). A PA that does not fit must be
+/// refused, not silently truncated by the descriptor's address mask.
+///
+/// FAILS (src bug, stage2.rs `map_with` / hyp.rs `map` / pte.rs
+/// `leaf_at`): the PA is masked with `OA_MASK`, so `1 << 48` maps PA 0,
+/// host memory the caller never meant to give the guest.
+#[test]
+fn stage2_map_refuses_output_addresses_beyond_48_bits() {
+    let mm = HostMm::new();
+    let s2 = Stage2::new(mm.clone(), 40).unwrap();
+    let mut cache = MemCache::new();
+    cache.topup(&mm, 8).unwrap();
+    let r = s2.shared().map(0, K4, 1 << 48, Prot::RW, &mut cache);
+    let got = s2.shared().get_leaf(0).unwrap().translate(0);
+    assert!(
+        r.is_err(),
+        "map to PA 1<<48 returned {r:?}; IPA 0 now translates to {got:x?}"
+    );
+    // The last page of the range crosses the limit.
+    let r = s2
+        .shared()
+        .map(M2, 2 * K4, (1 << 48) - K4, Prot::RW, &mut cache);
+    let got = s2.shared().get_leaf(M2 + K4).unwrap().translate(M2 + K4);
+    assert!(
+        r.is_err(),
+        "map crossing PA 1<<48 returned {r:?}; its second page translates to {got:x?}"
+    );
+    drop(s2);
+    cache.drain(&mm);
+    assert_eq!(mm.live_pages(), 0);
+}
+
+/// Same for the EL2 tree.
+///
+/// FAILS (same src bug as above).
+#[test]
+fn hyp_map_refuses_output_addresses_beyond_48_bits() {
+    let mm = HostMm::new();
+    let mut hyp = Hyp::new(mm.clone(), 39).unwrap();
+    let r = hyp.map(0, K4, 1 << 48, Prot::RW);
+    let got = hyp.translate(0);
+    assert!(
+        r.is_err(),
+        "map to PA 1<<48 returned {r:?}; VA 0 now translates to {got:x?}"
+    );
+    drop(hyp);
+    assert_eq!(mm.live_pages(), 0);
+}
+
+/// A map over a different mapping is refused, *and changes nothing*: the
+/// part of the range before the conflicting entry stays unmapped.
+///
+/// FAILS (src bug, hyp.rs `map`): the walk installs leaves in address order
+/// and stops at the conflict, so the pages before it stay mapped although
+/// the call failed. The caller cannot tell what to undo.
+#[test]
+fn hyp_conflict_changes_nothing() {
+    let mm = HostMm::new();
+    let mut hyp = Hyp::new(mm.clone(), 39).unwrap();
+    hyp.map(2 * K4, K4, 0x8000_2000, Prot::RW).unwrap();
+    let tables = hyp.stats().table_pages;
+    let r = hyp.map(K4, 2 * K4, 0x9000_1000, Prot::RW);
+    assert!(matches!(r, Err(Error::Conflict { .. })), "{r:?}");
+    assert_eq!(hyp.translate(2 * K4), Ok(Some((0x8000_2000, Prot::RW))));
+    assert_eq!(
+        hyp.translate(K4),
+        Ok(None),
+        "the failed map left its first page mapped"
+    );
+    assert_eq!(hyp.stats().table_pages, tables);
+    hyp.destroy();
+    assert_eq!(mm.live_pages(), 0);
+}
+
+/// "Mapping what is already mapped the same way is a no-op" (`Hyp::map`),
+/// also for part of a block.
+///
+/// FAILS (src bug, ops.rs `Map::install_table`): a range that covers only
+/// part of a block cannot be a leaf at the block's level, so the walker
+/// asks to split the block; with `replace == false` that is `Conflict`,
+/// even though the block already maps the range exactly as asked.
+#[test]
+fn hyp_same_mapping_inside_a_block_is_a_noop() {
+    let mm = HostMm::new();
+    let mut hyp = Hyp::new(mm.clone(), 39).unwrap();
+    hyp.map(M2, M2, 0x8020_0000, Prot::RW).unwrap();
+    assert_eq!(
+        hyp.map(M2, M2, 0x8020_0000, Prot::RW).map(|m| m.total()),
+        Ok(0)
+    );
+    let r = hyp.map(M2 + K4, K4, 0x8020_1000, Prot::RW);
+    assert!(r.is_ok(), "same mapping, part of the block: {r:?}");
+    hyp.destroy();
+    assert_eq!(mm.live_pages(), 0);
+}
+
+/// A subtree whose construction runs out of cache pages is freed, and the
+/// page accounting comes back to zero.
+#[test]
+fn create_unlinked_out_of_pages_frees_what_it_built() {
+    let mm = HostMm::new();
+    let s2 = Stage2::new(mm.clone(), 40).unwrap();
+    let mut cache = MemCache::new();
+    cache.topup(&mm, 100).unwrap();
+    let r = s2.create_unlinked(G1, 0x80_0000_0000, lv(1), Prot::RW, true, &mut cache);
+    assert_eq!(r.map(|t| t.pa()), Err(Error::NoMemory));
+    assert_eq!(s2.stats().table_pages, 0);
+    assert_eq!(
+        mm.live_pages(),
+        2 + cache.len(),
+        "root (2 pages) + what is left in the cache"
+    );
+    drop(s2);
+    cache.drain(&mm);
+    assert_eq!(mm.live_pages(), 0);
+}
