@@ -99,5 +99,6 @@ park:
 
     .section .bss.stacks, "aw", %nobits
     .balign 4096
+    .global boot_stacks
 boot_stacks:
     .space  {MAX_CPUS} * {STACK_SIZE}

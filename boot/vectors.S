@@ -8,7 +8,14 @@
  * branches to a common path that saves the rest of the general registers,
  * ELR_EL2 and SPSR_EL2 into a TrapFrame on the current stack, calls the
  * handler, then restores everything from the (possibly modified) frame and
- * returns with eret. Lower-EL entries will be the guest exit path.
+ * returns with eret. Lower-EL entries are the guest exit path: the frame
+ * then holds the vCPU's registers, which the handler may change (results
+ * of hypercalls, emulated loads, the next PC) before eret resumes the guest.
+ *
+ * enter_guest(frame, stack_top) starts a vCPU: it copies the frame to the
+ * top of the CPU's stack, where every later exit from the guest will push
+ * its frame again, and leaves through trap_return. So the stack is reset on
+ * every vCPU start (CPU_ON after CPU_OFF cannot grow it).
  */
 
     .section .text.vectors, "ax"
@@ -69,6 +76,8 @@ trap_common:
     mov     x0, sp
     bl      {HANDLER}
 
+    /* Restore the frame at sp and return from the exception. */
+trap_return:
     ldr     x2, [sp, #{FRAME_ELR}]
     ldr     x3, [sp, #{FRAME_SPSR}]
     msr     elr_el2, x2
@@ -91,3 +100,18 @@ trap_common:
     ldp     x0, x1, [sp, #0]
     add     sp, sp, #{FRAME_SIZE}
     eret
+
+    .global enter_guest
+enter_guest:
+    /* x0 = source TrapFrame, x1 = top of this CPU's stack. The source may
+     * lie just below the destination on the same stack: copy downwards. */
+    sub     x2, x1, #{FRAME_SIZE}
+    mov     x3, #{FRAME_SIZE}
+1:  sub     x3, x3, #16
+    add     x6, x0, x3
+    add     x7, x2, x3
+    ldp     x4, x5, [x6]
+    stp     x4, x5, [x7]
+    cbnz    x3, 1b
+    mov     sp, x2
+    b       trap_return

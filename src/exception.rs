@@ -31,6 +31,21 @@ pub struct TrapFrame {
     _pad: u64,
 }
 
+impl TrapFrame {
+    /// A frame that `eret`s to `pc` in state `spsr` with `x0` = `arg` and
+    /// every other register zero: how a vCPU starts.
+    pub const fn entry(pc: u64, spsr: u64, arg: u64) -> Self {
+        let mut regs = [0; 31];
+        regs[0] = arg;
+        Self {
+            regs,
+            elr: pc,
+            spsr,
+            _pad: 0,
+        }
+    }
+}
+
 const _: () = {
     assert!(offset_of!(TrapFrame, regs) == 0);
     assert!(size_of::<TrapFrame>().is_multiple_of(16));
@@ -129,11 +144,7 @@ impl fmt::Display for Vector {
 extern "C" fn handle_exception(frame: &mut TrapFrame, index: u64) {
     let vector = Vector::from_index(index);
     if vector.is_from_lower_el() {
-        fatal(
-            frame,
-            vector,
-            "exception from a lower EL, but no guest runs yet",
-        );
+        return crate::vm::handle_exit(frame, vector);
     }
     fatal(frame, vector, "unexpected exception at EL2");
 }

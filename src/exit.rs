@@ -34,18 +34,24 @@ static EXITING: AtomicUsize = AtomicUsize::new(NOBODY);
 /// (QEMU without `-semihosting`: `hlt` is undefined) and re-enters here,
 /// power off through PSCI instead, losing the status.
 pub fn exit(status: ExitStatus) -> ! {
+    exit_code(status as u32)
+}
+
+/// Ends the run with an arbitrary exit code (a guest's `SYSTEM_OFF`
+/// status); the shell sees it modulo 256.
+pub fn exit_code(code: u32) -> ! {
     let me = percpu::current_id().index();
     match EXITING.compare_exchange(NOBODY, me, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
             console::flush();
-            semihost::exit(status as u32);
+            semihost::exit(code);
             fatal_println!("semihosting exit was ignored; powering off via PSCI");
         }
         Err(cpu) if cpu == me => {
             fatal_println!(
                 "semihosting unavailable (run QEMU with -semihosting); powering off via \
                  PSCI, the exit status ({}) is lost",
-                status as u32
+                code
             );
         }
         Err(_) => park(),

@@ -13,7 +13,7 @@ use crate::dtb::{self, DtbError};
 use crate::exit::{exit, ExitStatus};
 use crate::mm::{self, MmError};
 use crate::smp::{self, SmpError};
-use crate::{console, exception, logger};
+use crate::{console, exception, logger, vm};
 
 /// Why boot stopped.
 #[derive(Debug)]
@@ -23,6 +23,8 @@ enum BootError {
     Mm(MmError),
     Mmu(mm::mmu::MmuError),
     Smp(SmpError),
+    Vm(vm::VmError),
+    GuestSmp { vcpus: usize, online: usize },
     FrameSelfTest,
 }
 
@@ -34,6 +36,11 @@ impl fmt::Display for BootError {
             Self::Mm(e) => write!(f, "{e}"),
             Self::Mmu(e) => write!(f, "{e}"),
             Self::Smp(e) => write!(f, "{e}"),
+            Self::Vm(e) => write!(f, "{e}"),
+            Self::GuestSmp { vcpus, online } => write!(
+                f,
+                "guest.smp={vcpus}, but only {online} CPUs are online (one vCPU per CPU: give QEMU -smp {vcpus})"
+            ),
             Self::FrameSelfTest => f.write_str("frame allocator self-test failed"),
         }
     }
@@ -58,7 +65,8 @@ pub fn boot_cpu_main(dtb: usize) -> ! {
 fn run(dtb: usize) -> Result<(), BootError> {
     let platform = dtb::parse(dtb).map_err(BootError::Dtb)?;
     console::init(&platform);
-    let args = BootArgs::parse(platform.bootargs).map_err(BootError::BootArgs)?;
+    let (host_args, guest_args) = split_bootargs(platform.bootargs);
+    let args = BootArgs::parse(host_args).map_err(BootError::BootArgs)?;
     logger::init(args.log_level.unwrap_or(LogLevel::Info));
 
     info!(
@@ -74,7 +82,12 @@ fn run(dtb: usize) -> Result<(), BootError> {
         info!("psci: version {major}.{minor}");
     }
 
-    mm::init(&platform).map_err(BootError::Mm)?;
+    let image = platform.initrd.filter(|_| !args.guest_none);
+    let guest_mem = match image {
+        Some(_) => args.guest_mem.unwrap_or(DEFAULT_GUEST_MEM),
+        None => 0,
+    };
+    let guest_memory = mm::init(&platform, guest_mem).map_err(BootError::Mm)?;
     frame_self_test()?;
     mm::mmu::init(&platform).map_err(BootError::Mmu)?;
 
@@ -85,7 +98,43 @@ fn run(dtb: usize) -> Result<(), BootError> {
         exception::inject(fault);
     }
     summary(online);
-    Ok(())
+    match (image, guest_memory) {
+        (Some(image), Some(memory)) => {
+            let vcpus = args.guest_smp.unwrap_or(online);
+            if vcpus > online {
+                return Err(BootError::GuestSmp { vcpus, online });
+            }
+            let vm = vm::create(&vm::VmConfig {
+                image,
+                ram: memory.ram,
+                rom: memory.rom,
+                vcpus,
+                bootargs: guest_args,
+            })
+            .map_err(BootError::Vm)?;
+            vm::run_boot_vcpu(vm)
+        }
+        _ => {
+            info!("no guest to run (pass one with -initrd; guest=none skips it)");
+            Ok(())
+        }
+    }
+}
+
+/// Guest RAM when `guest.mem=` is not given.
+const DEFAULT_GUEST_MEM: u64 = 128 << 20;
+
+/// Splits the command line at a lone `--`: what comes before is the
+/// hypervisor's, what follows is the guest's `/chosen/bootargs`.
+fn split_bootargs(line: &str) -> (&str, &str) {
+    let mut at = 0;
+    for token in line.split(' ') {
+        if token == "--" {
+            return (&line[..at], line[at + 2..].trim_start());
+        }
+        at += token.len() + 1;
+    }
+    (line, "")
 }
 
 /// Allocates and frees a few frames, checking the counts follow.

@@ -18,3 +18,4 @@ mod percpu;
 mod psci;
 mod semihost;
 mod smp;
+mod vm;

@@ -119,3 +119,15 @@ pub fn current_mpidr() -> u64 {
     .iter()
     .fold(0, |acc, field| acc | (mpidr & (field.mask << field.shift)))
 }
+
+unsafe extern "C" {
+    /// The per-CPU stacks (`boot/entry.S`): `MAX_CPUS` x `STACK_SIZE` bytes.
+    static boot_stacks: u8;
+}
+
+/// The top (initial stack pointer) of CPU `id`'s stack.
+pub fn stack_top(id: CpuId) -> u64 {
+    // Only the address of the symbol is taken, never its contents.
+    let base = (&raw const boot_stacks) as u64;
+    base + ((id.index() + 1) * STACK_SIZE) as u64
+}

@@ -8,7 +8,6 @@ use log::{error, info, warn};
 
 use crate::boot;
 use crate::dtb::{Platform, PsciConduit};
-use crate::exit::park;
 use crate::percpu::{self, CpuId, MAX_CPUS};
 
 /// How long the boot CPU waits for all secondaries to announce themselves.
@@ -132,8 +131,8 @@ pub fn secondary_main(id: CpuId) -> ! {
         warn!("cpu {id}: started as mpidr {expected:#x} but MPIDR says {actual:#x}");
     }
     announce(id, actual);
-    // Nothing to run yet: later this CPU runs its pinned vCPU.
-    park()
+    // Wait for this CPU's vCPU to be started (PSCI CPU_ON from the guest).
+    crate::vm::idle(id)
 }
 
 /// The PSCI version, for the boot summary (only when PSCI is usable).

@@ -13,6 +13,8 @@ use crate::dtb::{Platform, MAX_RANGES};
 
 /// Size of the EL2 heap.
 const HEAP_SIZE: u64 = 4 * 1024 * 1024;
+const BLOCK_2M: u64 = 2 << 20;
+const GIB: u64 = 1 << 30;
 
 unsafe extern "C" {
     /// First byte of the image (`linker.ld`).
@@ -31,6 +33,13 @@ pub enum MmError {
         /// Usable bytes, in total.
         usable: u64,
     },
+    /// No free, 2 MiB-aligned block large enough for the guest's memory.
+    NoRoomForGuest {
+        /// Bytes asked for.
+        want: u64,
+        /// Usable bytes, in total.
+        usable: u64,
+    },
 }
 
 impl fmt::Display for MmError {
@@ -41,6 +50,12 @@ impl fmt::Display for MmError {
                 f,
                 "no contiguous {} KiB for the heap ({usable} bytes usable in total)",
                 HEAP_SIZE / 1024
+            ),
+            Self::NoRoomForGuest { want, usable } => write!(
+                f,
+                "no contiguous {} MiB for guest memory ({} MiB usable in total): give QEMU more -m or the guest less guest.mem=",
+                want >> 20,
+                usable >> 20
             ),
         }
     }
@@ -54,14 +69,25 @@ pub fn image_range() -> PhysRange {
     PhysRange::new(start, end).unwrap_or_default()
 }
 
-/// Sets up the heap and the frame allocator from `platform`'s memory.
-/// Boot CPU only, once.
+/// Host memory carved for a guest before the frame allocator takes the rest.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestMemory {
+    /// Guest RAM: 1 GiB aligned if possible (so 1 GiB blocks can map it),
+    /// else 2 MiB aligned.
+    pub ram: PhysRange,
+    /// The 2 MiB ROM slot.
+    pub rom: PhysRange,
+}
+
+/// Sets up the heap and the frame allocator from `platform`'s memory,
+/// after carving `guest_ram` bytes of guest RAM (and a ROM block) if
+/// non-zero. Boot CPU only, once.
 ///
 /// # Errors
 ///
 /// An [`MmError`] if the layout cannot be represented or there is no room
-/// for the heap.
-pub fn init(platform: &Platform) -> Result<(), MmError> {
+/// for the heap or the guest.
+pub fn init(platform: &Platform, guest_ram: u64) -> Result<Option<GuestMemory>, MmError> {
     let image = image_range();
     let mut usable: RangeSet<MAX_RANGES> = platform.memory.clone();
     let in_use = [
@@ -97,6 +123,24 @@ pub fn init(platform: &Platform) -> Result<(), MmError> {
     unsafe { heap::init(heap) };
     debug!("heap: {heap}");
 
+    let guest = if guest_ram == 0 {
+        None
+    } else {
+        let no_room = |usable: &RangeSet<MAX_RANGES>| MmError::NoRoomForGuest {
+            want: guest_ram,
+            usable: usable.total_size(),
+        };
+        let ram = usable
+            .take(guest_ram, GIB)
+            .or_else(|| usable.take(guest_ram, BLOCK_2M))
+            .ok_or_else(|| no_room(&usable))?;
+        let rom = usable
+            .take(crate::vm::ROM_SIZE, BLOCK_2M)
+            .ok_or_else(|| no_room(&usable))?;
+        info!("mm: guest RAM {ram}, ROM {rom}");
+        Some(GuestMemory { ram, rom })
+    };
+
     for range in usable.as_slice() {
         debug!("frames: {range} ({} frames)", range.size() / FRAME_SIZE);
     }
@@ -108,5 +152,5 @@ pub fn init(platform: &Platform) -> Result<(), MmError> {
         stats.free,
         stats.free as u64 * FRAME_SIZE / (1024 * 1024)
     );
-    Ok(())
+    Ok(guest)
 }

@@ -10,3 +10,5 @@ mod tables;
 pub use frame::{alloc_frame, frame_stats, free_frame, FrameStats};
 pub use heap::{heap_stats, HeapStats};
 pub use layout::{init, MmError};
+pub use maint::{dcache_clean_inval_poc, icache_inval_all};
+pub use tables::El2Mm;

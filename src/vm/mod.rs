@@ -1,0 +1,16 @@
+//! Guests: VMs, vCPUs at EL1, and the exit path (hypercalls, stage-2 faults, MMIO).
+
+mod context;
+mod exit;
+mod fault;
+mod inject;
+mod machine;
+mod mmio;
+mod psci;
+mod s2mm;
+mod stats;
+mod vcpu;
+
+pub use exit::handle_exit;
+pub use machine::{create, VmConfig, VmError, ROM_SIZE};
+pub use vcpu::{idle, run_boot_vcpu};

@@ -1,0 +1,184 @@
+//! What a VM did: exits by reason, faults by kind and level, mappings by size, lost races.
+
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use hvcore::guest_abort::AbortKind;
+use log::info;
+use pgtable::{Action, Outcome, StatsSnapshot};
+
+/// Why the guest exited to EL2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// `HVC`: a hypercall.
+    Hvc,
+    /// `SMC`: trapped, answered "not supported".
+    Smc,
+    /// A data abort (stage-2 fault or MMIO).
+    DataAbort,
+    /// An instruction abort (stage-2 fault).
+    InstructionAbort,
+    /// Anything else (refused with an injected exception).
+    Other,
+}
+
+impl ExitReason {
+    const ALL: [ExitReason; 5] = [
+        ExitReason::Hvc,
+        ExitReason::Smc,
+        ExitReason::DataAbort,
+        ExitReason::InstructionAbort,
+        ExitReason::Other,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            ExitReason::Hvc => "hvc",
+            ExitReason::Smc => "smc",
+            ExitReason::DataAbort => "data abort",
+            ExitReason::InstructionAbort => "instruction abort",
+            ExitReason::Other => "other",
+        }
+    }
+}
+
+/// Fault kinds counted separately.
+const FAULT_KINDS: [&str; 4] = ["translation", "permission", "access flag", "other"];
+
+fn kind_index(kind: AbortKind) -> usize {
+    match kind {
+        AbortKind::Translation => 0,
+        AbortKind::Permission => 1,
+        AbortKind::AccessFlag => 2,
+        _ => 3,
+    }
+}
+
+/// Counters, updated by every vCPU with relaxed atomics.
+#[derive(Debug, Default)]
+pub struct VmStats {
+    exits: [AtomicU64; 5],
+    /// Faults by kind, then by level (0-3; level-less faults count at 0).
+    faults: [[AtomicU64; 4]; 4],
+    /// Leaves installed by fault walks, by level.
+    mapped: [AtomicU64; 4],
+    /// Fault walks that found the work done or the entry changed by
+    /// another vCPU, and returned to the guest.
+    refaults: AtomicU64,
+    mmio: AtomicU64,
+    injected: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}
+
+impl VmStats {
+    /// Counts an exit.
+    pub fn exit(&self, reason: ExitReason) {
+        bump(&self.exits[reason as usize]);
+    }
+
+    /// Counts a stage-2 fault.
+    pub fn fault(&self, kind: AbortKind, level: Option<u8>) {
+        let level = usize::from(level.unwrap_or(0)).min(3);
+        bump(&self.faults[kind_index(kind)][level]);
+    }
+
+    /// Counts leaves a fault walk installed.
+    pub fn mapped(&self, m: &pgtable::Mapped) {
+        for n in 1..=3u8 {
+            if let Some(level) = pgtable::Level::new(n) {
+                self.mapped[usize::from(n)].fetch_add(m.at(level), Relaxed);
+            }
+        }
+    }
+
+    /// Counts a fault walk that returned to the guest on a lost race.
+    pub fn refault(&self) {
+        bump(&self.refaults);
+    }
+
+    /// Counts an emulated MMIO access.
+    pub fn mmio(&self) {
+        bump(&self.mmio);
+    }
+
+    /// Counts an exception injected into the guest.
+    pub fn injected(&self) {
+        bump(&self.injected);
+    }
+
+    /// Leaves installed at `level` so far.
+    pub fn mapped_at(&self, level: usize) -> u64 {
+        self.mapped[level].load(Relaxed)
+    }
+
+    /// Logs everything, with the stage-2 walker's own counters.
+    pub fn log(&self, walker: &StatsSnapshot) {
+        let mut line = heapless_line();
+        for reason in ExitReason::ALL {
+            let n = self.exits[reason as usize].load(Relaxed);
+            line.push(format_args!("{} {n}, ", reason.name()));
+        }
+        info!("stats: exits: {}", line.trimmed());
+        for (k, name) in FAULT_KINDS.iter().enumerate() {
+            let by_level: [u64; 4] = core::array::from_fn(|l| self.faults[k][l].load(Relaxed));
+            info!(
+                "stats: {name} faults: L0 {}, L1 {}, L2 {}, L3 {}",
+                by_level[0], by_level[1], by_level[2], by_level[3]
+            );
+        }
+        info!(
+            "stats: mappings: 1G {}, 2M {}, 4K {}",
+            self.mapped_at(1),
+            self.mapped_at(2),
+            self.mapped_at(3)
+        );
+        info!(
+            "stats: walker: lost races {} (fault-mode exits {}, retries {}), re-faults {}, table pages {}",
+            walker.lost_races(),
+            walker.count(Outcome::LostRace, Action::Exit),
+            walker.retries(),
+            self.refaults.load(Relaxed),
+            walker.table_pages + 1
+        );
+        info!(
+            "stats: mmio accesses {}, aborts injected {}",
+            self.mmio.load(Relaxed),
+            self.injected.load(Relaxed)
+        );
+    }
+}
+
+/// A fixed buffer for building one log line without allocating.
+struct Line {
+    buf: [u8; 160],
+    len: usize,
+}
+
+fn heapless_line() -> Line {
+    Line {
+        buf: [0; 160],
+        len: 0,
+    }
+}
+
+impl Line {
+    fn push(&mut self, args: core::fmt::Arguments<'_>) {
+        let _ = core::fmt::write(self, args);
+    }
+
+    fn trimmed(&self) -> &str {
+        let s = core::str::from_utf8(&self.buf[..self.len]).unwrap_or("");
+        s.trim_end_matches([',', ' '])
+    }
+}
+
+impl core::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
