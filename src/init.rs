@@ -110,6 +110,7 @@ fn run(dtb: usize) -> Result<(), BootError> {
                 rom: memory.rom,
                 vcpus,
                 bootargs: guest_args,
+                max_block: args.guest_block.unwrap_or(1 << 30),
             })
             .map_err(BootError::Vm)?;
             vm::run_boot_vcpu(vm)

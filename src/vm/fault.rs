@@ -21,9 +21,6 @@ use crate::exception::TrapFrame;
 use crate::exit::{exit, ExitStatus};
 use crate::percpu;
 
-/// The largest block a fault maps.
-const MAX_BLOCK: u64 = 1 << 30;
-
 /// Handles a data or instruction abort from the guest.
 #[inline(never)]
 pub fn guest_abort(vm: &'static Vm, frame: &mut TrapFrame, esr: u64) {
@@ -74,7 +71,7 @@ fn prot_for(slot: &MemSlot, abort: &GuestAbort) -> Prot {
 
 /// Translation fault in a slot: map the largest block that alignment allows.
 fn map(vm: &Vm, slot: &MemSlot, abort: &GuestAbort) -> Result<(), Error> {
-    let (ipa, size) = slot.block_for(abort.ipa, MAX_BLOCK);
+    let (ipa, size) = slot.block_for(abort.ipa, vm.max_block);
     let host = slot.host + (ipa - slot.ipa);
     let vcpu = &vm.vcpus[percpu::current_id().index()];
     let mut cache = vcpu.cache.lock();

@@ -45,6 +45,8 @@ pub struct VmConfig<'a> {
     pub vcpus: usize,
     /// The guest's command line (`/chosen/bootargs`).
     pub bootargs: &'a str,
+    /// The largest block a stage-2 fault maps (4 KiB, 2 MiB or 1 GiB).
+    pub max_block: u64,
 }
 
 /// Why a VM could not be created.
@@ -104,6 +106,8 @@ pub struct Vm {
     pub stats: VmStats,
     /// IPA of the guest's device tree.
     pub dtb_ipa: u64,
+    /// The largest block a stage-2 fault maps.
+    pub max_block: u64,
 }
 
 static VM: Once<Vm> = Once::new();
@@ -209,10 +213,11 @@ pub fn create(cfg: &VmConfig<'_>) -> Result<&'static Vm, VmError> {
     stage2.set_skip_cmo(true);
     let controls = VmControls::new(stage2.geometry(), stage2.root_pa(), vmid);
     info!(
-        "vm0: {} vCPUs, RAM {} MiB at IPA {RAM_IPA:#x} (host {}), ROM at IPA {ROM_IPA:#x}, UART at IPA {UART_IPA:#x}",
+        "vm0: {} vCPUs, RAM {} MiB at IPA {RAM_IPA:#x} (host {}), ROM at IPA {ROM_IPA:#x}, UART at IPA {UART_IPA:#x}, faults map blocks up to {} KiB",
         cfg.vcpus,
         ram_size >> 20,
         cfg.ram,
+        cfg.max_block >> 10,
     );
     info!(
         "vm0: image {} bytes at IPA {RAM_IPA:#x}, device tree {} bytes at IPA {dtb_ipa:#x}; stage 2: {IPA_BITS}-bit IPA, start level {}, {} root page(s), empty",
@@ -232,6 +237,7 @@ pub fn create(cfg: &VmConfig<'_>) -> Result<&'static Vm, VmError> {
         uart: Mutex::new(Pl011Emu::new()),
         stats: VmStats::default(),
         dtb_ipa,
+        max_block: cfg.max_block,
     };
     Ok(VM.call_once(|| vm))
 }

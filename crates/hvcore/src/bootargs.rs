@@ -9,6 +9,7 @@
 //! - `guest.mem=SIZE`: guest RAM in bytes, with an optional `K`, `M` or `G` suffix
 //!   (decimal, or hexadecimal with `0x`); a multiple of 2 MiB, at least 2 MiB;
 //! - `guest.smp=N`: number of vCPUs, 1 to [`MAX_GUEST_SMP`].
+//! - `guest.block=4K|2M|1G`: the largest block a stage-2 fault maps (default 1G).
 //!
 //! Unknown keys are not errors (a later guest kernel command line may share
 //! the string); the caller can list them with [`BootArgs::unknown`].
@@ -85,7 +86,14 @@ pub const MAX_GUEST_SMP: usize = 8;
 
 /// The keys this parser knows; everything else is listed by
 /// [`BootArgs::unknown`].
-const KNOWN_KEYS: [&str; 5] = ["log", "fault", "guest", "guest.mem", "guest.smp"];
+const KNOWN_KEYS: [&str; 6] = [
+    "log",
+    "fault",
+    "guest",
+    "guest.mem",
+    "guest.smp",
+    "guest.block",
+];
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +109,9 @@ pub struct BootArgs<'a> {
     pub guest_mem: Option<u64>,
     /// `guest.smp=`: number of vCPUs (1..=[`MAX_GUEST_SMP`]), if given.
     pub guest_smp: Option<usize>,
+    /// `guest.block=4K|2M|1G`: the largest block a stage-2 fault maps, if
+    /// given (4K makes every guest page its own fault).
+    pub guest_block: Option<u64>,
     source: &'a str,
 }
 
@@ -178,6 +189,7 @@ impl<'a> BootArgs<'a> {
             guest_none: false,
             guest_mem: None,
             guest_smp: None,
+            guest_block: None,
             source,
         };
         for (key, value) in params(source) {
@@ -203,6 +215,15 @@ impl<'a> BootArgs<'a> {
                     let value = value.unwrap_or("");
                     let invalid = |reason| BootArgError::Invalid { key, value, reason };
                     args.guest_mem = Some(parse_guest_mem(value).map_err(invalid)?);
+                }
+                "guest.block" => {
+                    let value = value.unwrap_or("");
+                    args.guest_block =
+                        Some(parse_guest_block(value).ok_or(BootArgError::Invalid {
+                            key,
+                            value,
+                            reason: "expected a block size of 4K, 2M or 1G",
+                        })?);
                 }
                 "guest.smp" => {
                     let value = value.unwrap_or("");
@@ -266,6 +287,16 @@ fn parse_guest_mem(value: &str) -> Result<u64, &'static str> {
         return Err("guest memory must be a multiple of 2M");
     }
     Ok(size)
+}
+
+/// Parses `guest.block=`: one of the three leaf sizes of the 4 KiB granule.
+fn parse_guest_block(value: &str) -> Option<u64> {
+    match value {
+        "4K" | "4k" => Some(4 << 10),
+        "2M" | "2m" => Some(2 << 20),
+        "1G" | "1g" => Some(1 << 30),
+        _ => None,
+    }
 }
 
 /// Parses and checks `guest.smp=`: a decimal count, 1..=`MAX_GUEST_SMP`.
@@ -362,6 +393,28 @@ mod tests {
             ["guest.foo=1", "guests=2"]
         );
         assert!(!args.guest_none);
+    }
+
+    #[test]
+    fn guest_block_sizes() {
+        assert_eq!(
+            BootArgs::parse("guest.block=4K").unwrap().guest_block,
+            Some(4096)
+        );
+        assert_eq!(
+            BootArgs::parse("guest.block=2m").unwrap().guest_block,
+            Some(2 << 20)
+        );
+        assert_eq!(
+            BootArgs::parse("guest.block=1G").unwrap().guest_block,
+            Some(1 << 30)
+        );
+        assert_eq!(BootArgs::parse("").unwrap().guest_block, None);
+        let err = BootArgs::parse("guest.block=8K").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad boot argument `guest.block=8K`: expected a block size of 4K, 2M or 1G"
+        );
     }
 
     #[test]
