@@ -41,12 +41,76 @@ boot_test() {
     fi
 }
 
+# Guests (guests/src/bin): each prints what it checked and exits through
+# PSCI SYSTEM_OFF; a failed check prints "guest: FAIL" and exits 1.
+guest_tests() {
+    boot_test "guest hello: console, PSCI version, device tree" 0 \
+        "[vm0/vcpu0] guest: hello from vcpu0 at EL1" "[vm0/vcpu0] guest: hello: psci version 1.0" \
+        "guest: hello: 4 vCPUs, 128 MiB RAM at 0x40000000, uart 0x9000000" \
+        "vm0/vcpu0: SYSTEM_OFF, status 0" "stats: exits: hvc 2," "NOT:guest: FAIL" -- --guest hello
+
+    # 64 MiB from a 2 MiB-aligned address: 32 block faults, plus one for the
+    # image's block and one level-1 fault for the first touch of RAM.
+    boot_test "guest touch 64 MiB: 2 MiB blocks, one fault per block" 0 \
+        "guest: touch: touched 64 MiB at 0x40200000..0x44200000" \
+        "stats: translation faults: L0 0, L1 1, L2 33, L3 0" "stats: mappings: 1G 0, 2M 34, 4K 0" \
+        "NOT:guest: FAIL" -- --guest touch
+
+    # 8 MiB = 2048 pages, each its own fault and mapping; the other 43 pages
+    # are the guest's image, stacks and device tree (faults and mappings agree).
+    boot_test "guest touch 8 MiB with guest.block=4K: one fault per page" 0 \
+        "guest: touch: touched 8 MiB at 0x40200000..0x40a00000" \
+        "stats: translation faults: L0 0, L1 1, L2 5, L3 2085" "stats: mappings: 1G 0, 2M 0, 4K 2091" \
+        "NOT:guest: FAIL" -- --guest touch -append "log=info guest.block=4K -- touch=8"
+
+    boot_test "guest smp: 4 vCPUs by CPU_ON race on the same 4K pages" 0 \
+        "guest: smp: vcpu1 online" "guest: smp: vcpu2 online" "guest: smp: vcpu3 online" \
+        "guest: smp: 4 vCPUs touched 32 MiB" "guest: smp: 3 other vCPUs off" \
+        "stats: walker: lost races" "NOT:re-faults 0," "NOT:guest: FAIL" \
+        -- --guest smp -append "log=info guest.block=4K"
+
+    boot_test "guest rom: reads the pattern, a write is refused with an abort" 0 \
+        "write to a read-only slot: permission fault level 2, write, ipa 0x4000100" \
+        "guest: rom: read ok, write faulted (ESR 0x96000010)" "aborts injected 1" \
+        "NOT:guest: FAIL" -- --guest rom
+
+    boot_test "guest relax: executing a data page relaxes stage 2 to X" 0 \
+        "guest: relax: executed code written to a data page" \
+        "stats: permission faults: L0 0, L1 0, L2 1, L3 0" "NOT:guest: FAIL" -- --guest relax
+
+    boot_test "guest noslot: an address in no slot is an abort the guest sees" 0 \
+        "no memory slot or device there: translation fault level 1, read, ipa 0x20000000" \
+        "guest: noslot: abort seen at 0x20000000" \
+        "guest: noslot: instruction abort seen at 0x20000000" "NOT:guest: FAIL" -- --guest noslot
+
+    boot_test "guest psci: bad calls get the SMCCC error codes" 0 \
+        "guest: psci: CPU_ON(mpidr 0xff) = INVALID_PARAMETERS ok" \
+        "guest: psci: CPU_ON(self) = ALREADY_ON ok" "guest: psci: CPU_ON(entry 0x1000) = INVALID_ADDRESS ok" \
+        "guest: psci: AFFINITY_INFO(0xff) = INVALID_PARAMETERS ok" \
+        "guest: psci: SMC PSCI_VERSION = NOT_SUPPORTED ok" "guest: psci: all checks passed" \
+        "stats: exits: hvc 11, smc 1," "NOT:guest: FAIL" -- --guest psci
+
+    boot_test "guest exit: SYSTEM_OFF status becomes the run's" 7 \
+        "guest: exit: status 7" "vm0/vcpu0: SYSTEM_OFF, status 7" -- --guest exit
+
+    boot_test "default guest (scripts/run.sh, no arguments): SMP, lazy faults, statistics" 0 \
+        "guest: smp: 4 vCPUs touched 32 MiB" "stats: mappings: 1G 0, 2M" \
+        "stats: walker: lost races" "NOT:guest: FAIL" --
+
+    boot_test "guest.smp above the CPUs online is a clear error" 1 \
+        "error: guest.smp=6, but only 4 CPUs are online" -- --guest hello -append "log=info guest.smp=6"
+
+    boot_test "guest image larger than guest RAM is a clear error" 1 \
+        "vm: guest image of" "does not fit in the" -- --guest "$TEST_LOG_DIR/big.img" --mem 4M
+}
+
 smoke_tests() {
     boot_test "4 CPUs online at EL2, exit 0" 0 \
         "cpu 0 online at EL2 (mpidr 0x0)" "cpu 1 online at EL2 (mpidr 0x1)" \
         "cpu 2 online at EL2 (mpidr 0x2)" "cpu 3 online at EL2 (mpidr 0x3)" \
         "all 4 CPUs online" "gic: v3, distributor" "psci: method smc" \
-        "uart: pl011 at 0x9000000" "done: exiting with status 0" "NOT:DEBUG" -- -smp 4
+        "uart: pl011 at 0x9000000" "no guest to run" "done: exiting with status 0" "NOT:DEBUG" \
+        -- --no-guest -smp 4
 
     boot_test "EL2 MMU on through walker-built tables, every CPU" 0 \
         "mmu: EL2 stage-1 tables built by the walker: root 0x" \
@@ -82,7 +146,7 @@ smoke_tests() {
     head -c 3145728 /dev/zero >"$initrd"
     boot_test "initrd is found and kept out of the frames" 0 \
         "initrd: [0x" "(3145728 bytes)" "mm: excluding initrd [0x" "all 4 CPUs online" \
-        -- -initrd "$initrd" -append "log=debug"
+        -- --no-guest -initrd "$initrd" -append "log=debug"
 
     boot_test "ELF without a device tree fails clearly" 1 \
         "error: no device tree: x0 was 0 at entry" -- -kernel "$HYP_ELF"
@@ -104,6 +168,9 @@ smoke_tests() {
     boot_test "panic: message and location, exit 2" 2 \
         "!!! PANIC on cpu 0 at src/exception.rs:" "deliberate panic (fault=panic)" \
         -- -append "fault=panic"
+
+    head -c 4194304 /dev/urandom >"$TEST_LOG_DIR/big.img"
+    guest_tests
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
