@@ -25,6 +25,13 @@ pub enum Error {
         /// The size.
         size: u64,
     },
+    /// The output range does not fit in 48-bit physical addresses.
+    OutputOutOfRange {
+        /// First output address.
+        pa: u64,
+        /// Size of the range.
+        size: u64,
+    },
     /// The input-address size is outside what the tree supports (25 to 48 bits).
     UnsupportedSize {
         /// The size asked for.
@@ -73,6 +80,10 @@ impl fmt::Display for Error {
                     "range {addr:#x}+{size:#x} is not 4 KiB aligned and non-empty"
                 )
             }
+            Error::OutputOutOfRange { pa, size } => write!(
+                f,
+                "output range {pa:#x}+{size:#x} is beyond 48-bit physical addresses"
+            ),
             Error::UnsupportedSize { ia_bits } => {
                 write!(
                     f,

@@ -23,6 +23,7 @@ impl Level {
 
     /// The level `n`, if it exists (0..=3).
     #[must_use]
+    #[inline]
     pub const fn new(n: u8) -> Option<Level> {
         if n <= 3 {
             Some(Level(n))
@@ -33,24 +34,28 @@ impl Level {
 
     /// The level number.
     #[must_use]
+    #[inline]
     pub const fn get(self) -> u8 {
         self.0
     }
 
     /// The level below this one, if any.
     #[must_use]
+    #[inline]
     pub const fn next(self) -> Option<Level> {
         Level::new(self.0 + 1)
     }
 
     /// Bit position of the lowest address bit this level's index resolves.
     #[must_use]
+    #[inline]
     pub const fn shift(self) -> u32 {
         PAGE_SHIFT + BITS_PER_LEVEL * (3 - self.0 as u32)
     }
 
     /// Bytes one entry of this level spans: 512 GiB, 1 GiB, 2 MiB, 4 KiB.
     #[must_use]
+    #[inline]
     pub const fn entry_size(self) -> u64 {
         1 << self.shift()
     }
@@ -58,12 +63,14 @@ impl Level {
     /// Whether an entry of this level may be a leaf (a block or a page).
     /// With the 4 KiB granule and no LPA2, level-0 entries are tables only.
     #[must_use]
+    #[inline]
     pub const fn can_be_leaf(self) -> bool {
         self.0 >= 1
     }
 
     /// The start of the entry of this level that contains `addr`.
     #[must_use]
+    #[inline]
     pub const fn align_down(self, addr: u64) -> u64 {
         addr & !(self.entry_size() - 1)
     }

@@ -69,30 +69,41 @@ impl<M: MmOps> Hyp<M> {
     /// mapping is in the way.
     pub fn map(&mut self, va: u64, size: u64, pa: u64, prot: Prot) -> Result<Mapped, Error> {
         self.tree.check_range(va, size)?;
-        if pa & (crate::geometry::PAGE_SIZE - 1) != 0 {
-            return Err(Error::Misaligned { addr: pa, size });
-        }
+        crate::mm::check_output(pa, size)?;
+        let attrs = pte::El2::leaf_attrs(prot);
+        // Refuse before changing anything: with `&mut self` nothing can
+        // change the tree between this check and the map.
+        let mut probe = ops::Probe { ipa: va, pa, attrs };
+        self.tree
+            .walk(va, size, &mut probe, Access::Exclusive, WalkFlags::LEAF)?;
+        // Pages on demand: start small (block-aligned maps need few tables)
+        // and grow the cache if the walk runs dry. Re-running a map over
+        // what it installed already is a no-op, so a retry is safe.
+        let mut want = pages_needed(self.tree.geometry.start_level, va, size).min(8);
         let mut cache = MemCache::new();
-        let result = cache
-            .topup(
-                &self.tree.mm,
-                pages_needed(self.tree.geometry.start_level, va, size),
-            )
-            .and_then(|()| {
-                let mut map = ops::Map::<pte::El2> {
-                    ipa: va,
-                    pa,
-                    attrs: pte::El2::leaf_attrs(prot),
-                    max_size: Level::new(1).map_or(0, Level::entry_size),
-                    replace: false,
-                    cache: &mut cache,
-                    mapped: Mapped::default(),
-                    format: PhantomData,
-                };
-                self.tree
-                    .walk(va, size, &mut map, Access::Exclusive, WalkFlags::LEAF)
-                    .map(|()| map.mapped)
-            });
+        let result = loop {
+            if let Err(e) = cache.topup(&self.tree.mm, want) {
+                break Err(e);
+            }
+            let mut map = ops::Map::<pte::El2> {
+                ipa: va,
+                pa,
+                attrs,
+                max_size: Level::new(1).map_or(0, Level::entry_size),
+                replace: false,
+                cache: &mut cache,
+                mapped: Mapped::default(),
+                format: PhantomData,
+            };
+            match self
+                .tree
+                .walk(va, size, &mut map, Access::Exclusive, WalkFlags::LEAF)
+            {
+                Ok(()) => break Ok(map.mapped),
+                Err(Error::NoMemory) => want *= 2,
+                Err(e) => break Err(e),
+            }
+        };
         cache.drain(&self.tree.mm);
         result
     }

@@ -150,6 +150,22 @@ pub fn pages_needed(start: Level, addr: u64, size: u64) -> usize {
     pages
 }
 
+/// Checks that `[pa, pa + size)` is page aligned and fits in the 48-bit
+/// output addresses a descriptor holds (no LPA).
+///
+/// # Errors
+///
+/// [`Error::Misaligned`] or [`Error::OutputOutOfRange`].
+pub(crate) fn check_output(pa: u64, size: u64) -> Result<(), Error> {
+    if pa & (PAGE_SIZE - 1) != 0 {
+        return Err(Error::Misaligned { addr: pa, size });
+    }
+    match pa.checked_add(size) {
+        Some(end) if end <= 1 << 48 => Ok(()),
+        _ => Err(Error::OutputOutOfRange { pa, size }),
+    }
+}
+
 /// Bytes of the page-aligned range that covers `[addr, addr + size)`.
 #[must_use]
 pub const fn page_span(addr: u64, size: u64) -> u64 {

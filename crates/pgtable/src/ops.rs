@@ -121,13 +121,27 @@ impl<F: Format> Map<'_, F> {
                 return Err(Outcome::Conflict);
             }
             ctx.try_break()?;
+            clean_leaf::<M, F>(ctx, new);
             ctx.make(new);
         } else {
+            // Clean before the leaf is visible: no CPU may read stale memory
+            // through it.
+            clean_leaf::<M, F>(ctx, new);
             ctx.try_set(new)?;
         }
-        clean_leaf::<M, F>(ctx, new);
         self.mapped.add(ctx.level);
         Ok(())
+    }
+
+    /// Whether the valid leaf `old` already maps the walk's address the way
+    /// this map would (same output address; same attributes, or in a fault
+    /// walk only permissions or the access flag differ, which the fault's
+    /// own path resolves).
+    fn same_mapping<M: MmOps>(&self, ctx: &VisitCtx<'_, M>, old: Pte) -> bool {
+        let offset = ctx.addr - ctx.level.align_down(ctx.addr);
+        old.output_address() + offset == self.pa_at(ctx.addr)
+            && (Pte::leaf_at(self.attrs, old.output_address(), ctx.level) == old
+                || ctx.access == Access::Fault)
     }
 
     fn install_table<M: MmOps>(&mut self, ctx: &VisitCtx<'_, M>) -> Result<(), Outcome> {
@@ -136,6 +150,10 @@ impl<F: Format> Map<'_, F> {
             return Err(Outcome::LostRace);
         }
         if old.is_valid() {
+            // A block that already maps this part as asked needs no split.
+            if ctx.size() <= self.max_size && self.same_mapping(ctx, old) {
+                return Err(Outcome::Unchanged);
+            }
             if !self.replace {
                 return Err(Outcome::Conflict);
             }
@@ -158,13 +176,13 @@ impl<F: Format> Map<'_, F> {
     fn collapse<M: MmOps>(&mut self, ctx: &VisitCtx<'_, M>) -> Result<(), Outcome> {
         let new = Pte::leaf_at(self.attrs, self.pa_at(ctx.addr), ctx.level);
         ctx.try_break()?;
+        clean_leaf::<M, F>(ctx, new);
         ctx.make(new);
         let child = ctx
             .level
             .next()
             .expect("a table is never at the last level");
         ctx.retire_subtree(ctx.old.output_address(), child);
-        clean_leaf::<M, F>(ctx, new);
         self.mapped.add(ctx.level);
         Ok(())
     }
@@ -179,6 +197,35 @@ impl<M: MmOps, F: Format> Visitor<M> for Map<'_, F> {
             VisitKind::Leaf => self.install_table(ctx),
             VisitKind::TablePre if self.replace && self.leaf_fits(ctx) => self.collapse(ctx),
             VisitKind::TablePre | VisitKind::TablePost => Ok(()),
+        }
+    }
+}
+
+/// Checks, without changing anything, that every valid leaf in the range
+/// already maps it as a map with `attrs` to `pa` would (`conflict` if not).
+/// Lets an exclusive map that may not replace mappings refuse up front.
+pub(crate) struct Probe {
+    pub(crate) ipa: u64,
+    pub(crate) pa: u64,
+    pub(crate) attrs: u64,
+}
+
+impl<M: MmOps> Visitor<M> for Probe {
+    const POLICY: &'static Policy = &policy::GET_LEAF;
+
+    fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
+        let old = ctx.old;
+        if !old.is_valid() {
+            return Ok(());
+        }
+        let offset = ctx.addr - ctx.level.align_down(ctx.addr);
+        let pa = self.pa + (ctx.addr - self.ipa);
+        if old.output_address() + offset == pa
+            && Pte::leaf_at(self.attrs, old.output_address(), ctx.level) == old
+        {
+            Ok(())
+        } else {
+            Err(Outcome::Conflict)
         }
     }
 }

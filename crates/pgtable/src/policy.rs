@@ -39,6 +39,7 @@ impl Outcome {
         }
     }
 
+    #[inline]
     const fn index(self) -> usize {
         self as usize
     }
@@ -61,6 +62,7 @@ impl Access {
 
     /// Whether entries are updated by compare-and-swap.
     #[must_use]
+    #[inline]
     pub const fn is_shared(self) -> bool {
         !matches!(self, Access::Exclusive)
     }
@@ -75,6 +77,7 @@ impl Access {
         }
     }
 
+    #[inline]
     const fn index(self) -> usize {
         self as usize
     }
@@ -115,6 +118,7 @@ pub struct Policy {
 }
 
 impl Policy {
+    #[inline]
     const fn new(name: &'static str, modes: [bool; 3]) -> Policy {
         Policy {
             name,
@@ -136,6 +140,7 @@ impl Policy {
 
     /// Whether the operation may run in `access` mode.
     #[must_use]
+    #[inline]
     pub const fn allows(&self, access: Access) -> bool {
         self.modes[access.index()]
     }
@@ -143,6 +148,7 @@ impl Policy {
     /// What the walker does when a visit of this operation, in `access`
     /// mode, reports `outcome`.
     #[must_use]
+    #[inline]
     pub const fn action(&self, outcome: Outcome, access: Access) -> Action {
         self.actions[outcome.index()][access.index()]
     }

@@ -64,6 +64,7 @@ impl Prot {
 
     /// Both sets of bits.
     #[must_use]
+    #[inline]
     pub const fn union(self, other: Prot) -> Prot {
         Prot(self.0 | other.0)
     }
@@ -76,18 +77,21 @@ impl Prot {
 
     /// Whether every bit of `other` is set here.
     #[must_use]
+    #[inline]
     pub const fn contains(self, other: Prot) -> bool {
         self.0 & other.0 == other.0
     }
 
     /// The raw bits (for diagnostics).
     #[must_use]
+    #[inline]
     pub const fn bits(self) -> u8 {
         self.0
     }
 
     /// The value with these raw bits, if they are all known.
     #[must_use]
+    #[inline]
     pub const fn from_bits(bits: u8) -> Option<Prot> {
         if bits & !0xf == 0 {
             Some(Prot(bits))
@@ -133,66 +137,77 @@ impl Pte {
 
     /// The entry with these raw bits.
     #[must_use]
+    #[inline]
     pub const fn from_bits(bits: u64) -> Pte {
         Pte(bits)
     }
 
     /// The raw bits.
     #[must_use]
+    #[inline]
     pub const fn bits(self) -> u64 {
         self.0
     }
 
     /// Whether hardware would use this entry.
     #[must_use]
+    #[inline]
     pub const fn is_valid(self) -> bool {
         self.0 & VALID != 0
     }
 
     /// Whether another walker holds this entry for break-before-make.
     #[must_use]
+    #[inline]
     pub const fn is_locked(self) -> bool {
         !self.is_valid() && self.0 & LOCKED != 0
     }
 
     /// Whether this entry points to a next-level table at `level`.
     #[must_use]
+    #[inline]
     pub const fn is_table(self, level: Level) -> bool {
         level.get() < 3 && self.0 & (VALID | TABLE_OR_PAGE) == (VALID | TABLE_OR_PAGE)
     }
 
     /// Whether this entry maps memory (a block, or a page at level 3).
     #[must_use]
+    #[inline]
     pub const fn is_leaf(self, level: Level) -> bool {
         self.is_valid() && !self.is_table(level)
     }
 
     /// The output address (of the table, block or page).
     #[must_use]
+    #[inline]
     pub const fn output_address(self) -> u64 {
         self.0 & OA_MASK
     }
 
     /// A table entry pointing to the table page at `pa`.
     #[must_use]
+    #[inline]
     pub const fn table(pa: u64) -> Pte {
         Pte((pa & OA_MASK) | VALID | TABLE_OR_PAGE)
     }
 
     /// Whether the access flag is set.
     #[must_use]
+    #[inline]
     pub const fn young(self) -> bool {
         self.0 & AF != 0
     }
 
     /// This entry with `set` bits set and `clear` bits cleared.
     #[must_use]
+    #[inline]
     pub const fn with(self, set: u64, clear: u64) -> Pte {
         Pte((self.0 & !clear) | set)
     }
 
     /// The leaf mapping `pa` at `level` with the attributes of `template`
     /// (a leaf of any level).
+    #[inline]
     pub(crate) const fn leaf_at(template: u64, pa: u64, level: Level) -> Pte {
         let kind = if level.get() == 3 { TABLE_OR_PAGE } else { 0 };
         Pte((template & !(OA_MASK | TABLE_OR_PAGE)) | (pa & OA_MASK) | kind | VALID)

@@ -187,6 +187,7 @@ impl<M: MmOps> Stage2<M> {
         if (ipa | pa) & (size - 1) != 0 {
             return Err(Error::Misaligned { addr: ipa, size });
         }
+        crate::mm::check_output(pa, size)?;
         let page = cache.take().ok_or(Error::NoMemory)?;
         self.tree.stats.table_added();
         let mut map = ops::Map::<pte::Stage2> {
@@ -256,9 +257,7 @@ impl<'t, M: MmOps, A: Mode> Ops<'t, M, A> {
         max_size: u64,
         cache: &mut MemCache,
     ) -> Result<Mapped, Error> {
-        if pa & (PAGE_SIZE - 1) != 0 {
-            return Err(Error::Misaligned { addr: pa, size });
-        }
+        crate::mm::check_output(pa, size)?;
         let mut map = ops::Map::<pte::Stage2> {
             ipa,
             pa,

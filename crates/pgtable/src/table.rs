@@ -45,11 +45,13 @@ impl<'t> Table<'t> {
     }
 
     /// How many entries the table has.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.entries
     }
 
     /// Entry `idx`.
+    #[inline]
     pub(crate) fn entry(&self, idx: usize) -> &'t AtomicU64 {
         assert!(
             idx < self.entries,

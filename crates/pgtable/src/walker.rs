@@ -85,11 +85,13 @@ pub(crate) struct VisitCtx<'w, M: MmOps> {
 
 impl<M: MmOps> VisitCtx<'_, M> {
     /// Bytes this entry spans.
+    #[inline]
     pub(crate) fn size(&self) -> u64 {
         self.level.entry_size()
     }
 
     /// Whether the walk's range covers this whole entry.
+    #[inline]
     pub(crate) fn covers_entry(&self) -> bool {
         let size = self.size();
         self.addr & (size - 1) == 0 && self.end - self.addr >= size
@@ -101,6 +103,7 @@ impl<M: MmOps> VisitCtx<'_, M> {
     /// # Errors
     ///
     /// [`Outcome::LostRace`] if a shared walk finds the entry changed.
+    #[inline]
     pub(crate) fn try_set(&self, new: Pte) -> Result<(), Outcome> {
         if self.access.is_shared() {
             // AcqRel: the swap publishes whatever `new` points to (a table
@@ -228,6 +231,7 @@ impl<'w, M: MmOps, V: Visitor<M>> Walk<'w, M, V> {
         Ok(())
     }
 
+    #[inline]
     fn ctx(&self, entry: &'w AtomicU64, old: Pte, addr: u64, level: Level) -> VisitCtx<'w, M> {
         VisitCtx {
             mm: self.mm,
@@ -244,6 +248,7 @@ impl<'w, M: MmOps, V: Visitor<M>> Walk<'w, M, V> {
     }
 
     /// Turns a visit's result into a step, counting outcomes and bounding retries.
+    #[inline]
     fn decide(
         &self,
         result: Result<(), Outcome>,
@@ -277,6 +282,7 @@ impl<'w, M: MmOps, V: Visitor<M>> Walk<'w, M, V> {
     }
 
     /// Moves the walk past the entry of `level` that holds the current address.
+    #[inline]
     fn skip_entry(&mut self, level: Level) {
         self.addr = level
             .align_down(self.addr)
@@ -308,6 +314,11 @@ impl<'w, M: MmOps, V: Visitor<M>> Walk<'w, M, V> {
             match self.decide(result, &mut tries, level)? {
                 // Re-read: the visit may have installed or replaced a table
                 // (ours, or a racing walker's) that we must descend into.
+                // (At the last level nothing can be below: no re-read.)
+                Step::Done if level == Level::LAST => {
+                    self.skip_entry(level);
+                    return Ok(());
+                }
                 Step::Done => break Pte::from_bits(entry.load(Ordering::Acquire)),
                 Step::Skip => {
                     self.skip_entry(level);

@@ -9,10 +9,6 @@ use pgtable::{Error, Hyp, MemCache, Prot, Stage2};
 
 /// Output addresses are 48 bits (no LPA). A PA that does not fit must be
 /// refused, not silently truncated by the descriptor's address mask.
-///
-/// FAILS (src bug, stage2.rs `map_with` / hyp.rs `map` / pte.rs
-/// `leaf_at`): the PA is masked with `OA_MASK`, so `1 << 48` maps PA 0,
-/// host memory the caller never meant to give the guest.
 #[test]
 fn stage2_map_refuses_output_addresses_beyond_48_bits() {
     let mm = HostMm::new();
@@ -40,8 +36,6 @@ fn stage2_map_refuses_output_addresses_beyond_48_bits() {
 }
 
 /// Same for the EL2 tree.
-///
-/// FAILS (same src bug as above).
 #[test]
 fn hyp_map_refuses_output_addresses_beyond_48_bits() {
     let mm = HostMm::new();
@@ -58,10 +52,6 @@ fn hyp_map_refuses_output_addresses_beyond_48_bits() {
 
 /// A map over a different mapping is refused, *and changes nothing*: the
 /// part of the range before the conflicting entry stays unmapped.
-///
-/// FAILS (src bug, hyp.rs `map`): the walk installs leaves in address order
-/// and stops at the conflict, so the pages before it stay mapped although
-/// the call failed. The caller cannot tell what to undo.
 #[test]
 fn hyp_conflict_changes_nothing() {
     let mm = HostMm::new();
@@ -83,11 +73,6 @@ fn hyp_conflict_changes_nothing() {
 
 /// "Mapping what is already mapped the same way is a no-op" (`Hyp::map`),
 /// also for part of a block.
-///
-/// FAILS (src bug, ops.rs `Map::install_table`): a range that covers only
-/// part of a block cannot be a leaf at the block's level, so the walker
-/// asks to split the block; with `replace == false` that is `Conflict`,
-/// even though the block already maps the range exactly as asked.
 #[test]
 fn hyp_same_mapping_inside_a_block_is_a_noop() {
     let mm = HostMm::new();

@@ -689,11 +689,6 @@ proptest! {
     /// The EL2 tree against the model. A map over a *different* mapping must
     /// fail with `Conflict` and change nothing; a map over the same mapping
     /// is a no-op success (`Hyp::map`'s documentation).
-    ///
-    /// FAILS (src bugs, see `tests/api.rs`: `hyp_conflict_changes_nothing`
-    /// and `hyp_same_mapping_inside_a_block_is_a_noop`): `Hyp::map` leaves
-    /// the pages before a conflict mapped, and refuses to map part of a
-    /// block that already maps it the same way.
     #[test]
     fn hyp_matches_model(
         va_bits in prop_oneof![Just(39u32), Just(40u32)],

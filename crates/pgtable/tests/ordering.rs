@@ -211,9 +211,6 @@ fn the_entry_is_locked_while_its_tlb_entries_are_invalidated() {
 /// the leaf is visible: another vCPU (MMU off, or fetching instructions)
 /// could otherwise read stale memory through it. The hook looks at the
 /// tree during each clean / invalidate.
-///
-/// FAILS (src bug, ops.rs `install_leaf` and `collapse`): `clean_leaf` runs
-/// after `try_set` / `make` has published the leaf.
 #[test]
 fn cache_maintenance_happens_before_the_leaf_is_visible() {
     let mm = TestMm::new(HostMm::new(), false);
