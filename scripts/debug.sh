@@ -5,6 +5,7 @@
 #
 #   scripts/debug.sh [qemu args...]          interactive gdb
 #   scripts/debug.sh --check [qemu args...]  batch: break at the Rust entry,
+#       then in the guest-abort handler (hyp::vm::fault::guest_abort),
 #       print a backtrace and the exception level, continue to the end;
 #       exit 0 only if the breakpoint was hit at EL2 and the run exited 0.
 #
@@ -36,12 +37,22 @@ while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
     port=$((port + 1))
 done
 
+# The guest: the default test guest (DEBUG_GUEST=name picks another, or
+# DEBUG_GUEST=none for the hypervisor alone); its symbols are loaded too.
+guest="${DEBUG_GUEST:-$GUEST_DEFAULT}"
+initrd=()
+guest_syms=()
+if [[ "$guest" != none ]]; then
+    initrd=(-initrd "$(guest_image "$guest")")
+    guest_syms=(-ex "add-symbol-file $root/target/$HYP_TARGET/$HYP_PROFILE/$guest")
+fi
+
 console_log="$root/target/debug-console.log"
 append=(-append "log=info")
 for arg in "$@"; do
     [[ "$arg" == -append ]] && append=()
 done
-"${QEMU:-qemu-system-aarch64}" "${QEMU_BASE_ARGS[@]}" -kernel "$HYP_IMG" "${append[@]}" \
+"${QEMU:-qemu-system-aarch64}" "${QEMU_BASE_ARGS[@]}" -kernel "$HYP_IMG" "${initrd[@]}" "${append[@]}" \
     -gdb "tcp:127.0.0.1:$port" -S "$@" </dev/null >"$console_log" 2>&1 &
 qemu_pid=$!
 trap 'kill "$qemu_pid" 2>/dev/null; wait "$qemu_pid" 2>/dev/null || true' EXIT
@@ -52,6 +63,7 @@ gdb_args=(
     -ex "set pagination off"
     -ex "set confirm off"
     -ex "file $HYP_ELF"
+    "${guest_syms[@]}"
     -ex "target remote 127.0.0.1:$port"
     -ex "break hyp::boot::rust_entry"
 )
@@ -66,6 +78,12 @@ timeout 60 gdb-multiarch -batch "${gdb_args[@]}" \
     -ex "continue" \
     -ex "backtrace" \
     -ex 'printf "current EL = %d\n", ($cpsr >> 2) & 3' \
+    -ex "delete" \
+    -ex "break hyp::vm::fault::guest_abort" \
+    -ex "continue" \
+    -ex "backtrace" \
+    -ex 'printf "guest abort: EL = %d, ESR_EL2 below\n", ($cpsr >> 2) & 3' \
+    -ex "print/x esr" \
     -ex "delete" \
     -ex "continue" \
     </dev/null >"$gdb_log" 2>&1 || true
@@ -82,9 +100,14 @@ ok=1
 grep -q "Breakpoint 1, .*rust_entry" "$gdb_log" || { echo "debug.sh: breakpoint at rust_entry not hit"; ok=0; }
 grep -q "^#0 .*rust_entry" "$gdb_log" || { echo "debug.sh: no backtrace from rust_entry"; ok=0; }
 grep -q "^current EL = 2$" "$gdb_log" || { echo "debug.sh: not at EL2 at the Rust entry"; ok=0; }
+if [[ "$guest" != none ]]; then
+    grep -q "Breakpoint 2, .*guest_abort" "$gdb_log" || { echo "debug.sh: breakpoint in the guest-abort handler not hit"; ok=0; }
+    grep -q "^#[0-9].*handle_exit" "$gdb_log" || { echo "debug.sh: no backtrace through the exit path"; ok=0; }
+    grep -q "^guest abort: EL = 2," "$gdb_log" || { echo "debug.sh: guest-abort handler not at EL2"; ok=0; }
+fi
 [[ $qemu_status == 0 ]] || { echo "debug.sh: hypervisor exited with status $qemu_status"; ok=0; }
 if [[ $ok == 1 ]]; then
-    echo "debug.sh: breakpoint hit at EL2, run exited 0"
+    echo "debug.sh: breakpoints hit at EL2 (Rust entry${initrd:+, guest-abort handler}), run exited 0"
     exit 0
 fi
 exit 1

@@ -20,6 +20,7 @@ HOST=x86_64-unknown-linux-gnu
 # --- static checks ---------------------------------------------------------
 step "cargo fmt --check (hyp, hvcore)" cargo fmt --check -p hyp -p hvcore
 step "cargo fmt --check (pgtable)" cargo fmt --check -p pgtable
+step "cargo fmt --check (guests)" cargo fmt --check -p guests
 step "clippy host (hvcore)" cargo clippy --target "$HOST" -p hvcore --all-targets -- -D warnings
 step "clippy host (pgtable)" cargo clippy --target "$HOST" -p pgtable --all-targets -- -D warnings
 step "clippy aarch64 (workspace)" cargo clippy --workspace -- -D warnings
@@ -29,12 +30,16 @@ step "cargo doc, no warnings (pgtable)" env RUSTDOCFLAGS=-Dwarnings cargo doc --
 # --- host unit tests -------------------------------------------------------
 step "host tests (hvcore)" cargo test --target "$HOST" -p hvcore
 step "host tests (pgtable)" cargo test --target "$HOST" -p pgtable
+step "host tests (guests: device-tree reading)" cargo test --target "$HOST" -p guests --lib
+# The walker's unit tests under Miri: no undefined behaviour in the table
+# access, the deferred frees or the host memory backend.
+step "Miri: pgtable unit tests" cargo +nightly miri test --target "$HOST" -p pgtable --lib
 
 # --- the hypervisor under QEMU ---------------------------------------------
 step "aarch64 build (image)" build_image
 if [[ -f "$HYP_IMG" ]]; then
     smoke_tests
-    step "gdb: break at Rust entry at EL2" env HYP_NO_BUILD=1 "$root/scripts/debug.sh" --check
+    step "gdb: break at the Rust entry and in the guest-abort handler, at EL2" env HYP_NO_BUILD=1 "$root/scripts/debug.sh" --check
 else
     fail "QEMU smoke tests and gdb check" "no image was built"
 fi
