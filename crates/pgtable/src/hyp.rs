@@ -4,7 +4,7 @@ use core::marker::PhantomData;
 
 use crate::error::Error;
 use crate::geometry::{Geometry, Level};
-use crate::mm::{pages_needed, MemCache, MmOps};
+use crate::mm::{pages_needed_for_map, MemCache, MmOps};
 use crate::ops::{self, Mapped};
 use crate::policy::Access;
 use crate::pte::{self, Format, Prot};
@@ -76,10 +76,12 @@ impl<M: MmOps> Hyp<M> {
         let mut probe = ops::Probe { ipa: va, pa, attrs };
         self.tree
             .walk(va, size, &mut probe, Access::Exclusive, WalkFlags::LEAF)?;
-        // Pages on demand: start small (block-aligned maps need few tables)
-        // and grow the cache if the walk runs dry. Re-running a map over
-        // what it installed already is a no-op, so a retry is safe.
-        let mut want = pages_needed(self.tree.geometry.start_level, va, size).min(8);
+        // Exactly the tables an empty range needs (fewer if some exist); a
+        // walk that still runs dry grows the cache and runs again, which is
+        // safe: re-running a map over what it installed is a no-op.
+        let max_block = Level::new(1).map_or(0, Level::entry_size);
+        let mut want =
+            pages_needed_for_map(self.tree.geometry.start_level, va, size, pa, max_block);
         let mut cache = MemCache::new();
         let result = loop {
             if let Err(e) = cache.topup(&self.tree.mm, want) {
@@ -89,7 +91,7 @@ impl<M: MmOps> Hyp<M> {
                 ipa: va,
                 pa,
                 attrs,
-                max_size: Level::new(1).map_or(0, Level::entry_size),
+                max_size: max_block,
                 replace: false,
                 cache: &mut cache,
                 mapped: Mapped::default(),
@@ -100,7 +102,7 @@ impl<M: MmOps> Hyp<M> {
                 .walk(va, size, &mut map, Access::Exclusive, WalkFlags::LEAF)
             {
                 Ok(()) => break Ok(map.mapped),
-                Err(Error::NoMemory) => want *= 2,
+                Err(Error::NoMemory) => want = want.max(1) * 2,
                 Err(e) => break Err(e),
             }
         };
@@ -125,7 +127,9 @@ impl<M: MmOps> Hyp<M> {
                 unmapped: 0,
                 format: PhantomData,
             };
-            let flags = WalkFlags::LEAF.union(WalkFlags::TABLE_POST);
+            let flags = WalkFlags::LEAF
+                .union(WalkFlags::TABLE_PRE)
+                .union(WalkFlags::TABLE_POST);
             self.tree
                 .walk(va, size, &mut v, Access::Exclusive, flags)
                 .map(|()| v.unmapped)

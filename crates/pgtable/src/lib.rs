@@ -47,7 +47,7 @@ pub mod walker;
 pub use error::Error;
 pub use geometry::{Geometry, Level, ENTRIES_PER_TABLE, PAGE_SIZE};
 pub use hyp::Hyp;
-pub use mm::{page_span, pages_needed, MemCache, MmOps};
+pub use mm::{page_span, pages_needed, pages_needed_for_map, MemCache, MmOps};
 pub use mode::{Exclusive, Fault, Mode, NotFault, Shared};
 pub use ops::Mapped;
 pub use policy::{Access, Action, Outcome, Policy};

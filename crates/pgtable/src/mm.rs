@@ -150,6 +150,38 @@ pub fn pages_needed(start: Level, addr: u64, size: u64) -> usize {
     pages
 }
 
+/// The table pages mapping `[addr, addr + size)` to `pa` with leaves up to
+/// `max_block` bytes needs in an empty tree whose root is at `start`: one
+/// per entry the range touches that cannot itself be a leaf. Exact for an
+/// empty range of the tree, an upper bound otherwise.
+#[must_use]
+pub fn pages_needed_for_map(start: Level, addr: u64, size: u64, pa: u64, max_block: u64) -> usize {
+    if size == 0 {
+        return 0;
+    }
+    let end = addr + size;
+    let mut pages = 0;
+    let mut level = start;
+    while let Some(next) = level.next() {
+        let shift = level.shift();
+        let entry = level.entry_size();
+        let touched = ((end - 1) >> shift) - (addr >> shift) + 1;
+        // Entries wholly inside the range, with both sides aligned, become
+        // leaves and need no table below them.
+        let leaves = if level.can_be_leaf()
+            && entry <= max_block
+            && pa.wrapping_sub(addr).is_multiple_of(entry)
+        {
+            (end >> shift).saturating_sub(addr.div_ceil(entry))
+        } else {
+            0
+        };
+        pages += (touched - leaves) as usize;
+        level = next;
+    }
+    pages
+}
+
 /// Checks that `[pa, pa + size)` is page aligned and fits in the 48-bit
 /// output addresses a descriptor holds (no LPA).
 ///
@@ -189,6 +221,26 @@ mod tests {
         // Straddling a 2 MiB boundary touches two level-3 tables.
         assert_eq!(pages_needed(l1, 0x1ff000, 0x2000), 3);
         assert_eq!(pages_needed(l1, 0, 0), 0);
+    }
+
+    #[test]
+    fn pages_needed_for_map_counts_only_tables_below_non_leaves() {
+        let l1 = Level::new(1).unwrap();
+        let g = 1u64 << 30;
+        let m2 = 2u64 << 20;
+        // 1 GiB aligned on both sides: a level-1 block, no table.
+        assert_eq!(pages_needed_for_map(l1, g, g, 2 * g, g), 0);
+        // The same with 2 MiB blocks at most: one level-2 table.
+        assert_eq!(pages_needed_for_map(l1, g, g, 2 * g, m2), 1);
+        // Pages only: the level-2 table and 512 level-3 tables.
+        assert_eq!(pages_needed_for_map(l1, g, g, 2 * g, 4096), 513);
+        // PA only page aligned: no blocks possible.
+        assert_eq!(pages_needed_for_map(l1, g, g, 2 * g + 4096, g), 513);
+        // Never more than the plain upper bound.
+        assert!(
+            pages_needed_for_map(l1, 0x1ff000, 0x2000, 0, g) <= pages_needed(l1, 0x1ff000, 0x2000)
+        );
+        assert_eq!(pages_needed_for_map(l1, 0x1ff000, 0x2000, 0, g), 3);
     }
 
     #[test]

@@ -255,6 +255,30 @@ impl<M: MmOps, F: Format> Visitor<M> for Unmap<'_, F> {
                 self.unmapped += ctx.size();
                 Ok(())
             }
+            // A table the range covers whole, when no leaf below needs cache
+            // maintenance: unlink it at once, one range invalidation for
+            // all its leaves, then count and free it off-line.
+            VisitKind::TablePre
+                if ctx.covers_entry()
+                    && (!F::HAS_CMO || ctx.flags.contains(WalkFlags::SKIP_CMO)) =>
+            {
+                let below = ctx
+                    .level
+                    .next()
+                    .expect("a table is never at the last level");
+                ctx.try_set(Pte::INVALID)?;
+                if !ctx.flags.contains(WalkFlags::SKIP_BBM_TLBI) {
+                    ctx.mm
+                        .tlb_flush_range(ctx.level.align_down(ctx.addr), ctx.size());
+                }
+                // SAFETY: the subtree was just unlinked (exclusive walk, so
+                // nobody else is inside it) and its TLB entries invalidated.
+                self.unmapped += unsafe {
+                    crate::walker::mapped_bytes(ctx.mm, ctx.stats, old.output_address(), below)
+                };
+                ctx.retire_subtree(old.output_address(), below);
+                Ok(())
+            }
             VisitKind::TablePost => {
                 // SAFETY: `old` is the table entry the walker just descended
                 // through; with exclusive access it still links that page.
@@ -399,6 +423,23 @@ impl<M: MmOps> Visitor<M> for Split<'_> {
         }
         split_block(ctx, self.cache)?;
         self.split += 1;
+        Ok(())
+    }
+}
+
+/// Adds up the bytes the valid leaves of a walk map.
+#[derive(Default)]
+pub(crate) struct CountMapped {
+    pub(crate) bytes: u64,
+}
+
+impl<M: MmOps> Visitor<M> for CountMapped {
+    const POLICY: &'static Policy = &policy::GET_LEAF;
+
+    fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
+        if ctx.old.is_valid() {
+            self.bytes += ctx.size();
+        }
         Ok(())
     }
 }

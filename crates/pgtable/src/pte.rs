@@ -218,6 +218,8 @@ impl Pte {
 pub trait Format: Send + Sync + 'static {
     /// A short name for logs.
     const NAME: &'static str;
+    /// Whether any memory this regime maps can need cache maintenance.
+    const HAS_CMO: bool;
     /// Leaf attribute bits (no output address, no level bits) for `prot`,
     /// with the access flag set.
     fn leaf_attrs(prot: Prot) -> u64;
@@ -234,6 +236,7 @@ pub enum Stage2 {}
 
 impl Format for Stage2 {
     const NAME: &'static str = "stage-2";
+    const HAS_CMO: bool = true;
 
     fn leaf_attrs(prot: Prot) -> u64 {
         let mut bits = AF | SH_INNER;
@@ -298,6 +301,7 @@ pub enum El2 {}
 
 impl Format for El2 {
     const NAME: &'static str = "EL2 stage-1";
+    const HAS_CMO: bool = false;
 
     fn leaf_attrs(prot: Prot) -> u64 {
         let idx = if prot.contains(Prot::DEVICE) {

@@ -456,6 +456,7 @@ impl<M: MmOps> Ops<'_, M, Exclusive> {
             format: PhantomData,
         };
         let flags = WalkFlags::LEAF
+            .union(WalkFlags::TABLE_PRE)
             .union(WalkFlags::TABLE_POST)
             .union(self.s2.flags);
         self.s2

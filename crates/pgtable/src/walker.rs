@@ -389,6 +389,40 @@ pub(crate) unsafe fn free_below<M: MmOps>(mm: &M, stats: &Stats, table: Table<'_
     debug_assert!(done.is_ok());
 }
 
+/// Bytes mapped by the leaves of the subtree at `table_pa` (entries at
+/// `level`), by a read-only walk of the [`crate::ops::CountMapped`] visitor.
+///
+/// # Safety
+///
+/// The subtree is allocated from `mm` and no walker changes it meanwhile
+/// (it is unlinked, or the tree is held exclusively).
+pub(crate) unsafe fn mapped_bytes<M: MmOps>(
+    mm: &M,
+    stats: &Stats,
+    table_pa: u64,
+    level: Level,
+) -> u64 {
+    // SAFETY: the caller guarantees the page is allocated and stable.
+    let table = unsafe { Table::new(mm, table_pa, crate::geometry::ENTRIES_PER_TABLE) };
+    let deferred = Deferred::default();
+    let mut count = crate::ops::CountMapped::default();
+    let mut walk = Walk {
+        mm,
+        visitor: &mut count,
+        flags: WalkFlags::LEAF,
+        access: Access::Exclusive,
+        addr: 0,
+        end: level.entry_size() * table.len() as u64,
+        max_retries: 0,
+        stats,
+        deferred: &deferred,
+    };
+    // The counting visitor has no failing outcome, so the walk cannot exit.
+    let done = walk.run(table, level);
+    debug_assert!(done.is_ok());
+    count.bytes
+}
+
 /// Frees the table page at `table_pa` (entries at `level`) and every table
 /// below it.
 ///
