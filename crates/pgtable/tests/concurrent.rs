@@ -298,7 +298,7 @@ fn fault_and_shared_walkers_on_the_same_pages() {
         let raced = st.count(Outcome::LostRace, Action::Exit) > 0
             && st.count(Outcome::LostRace, Action::Retry) > 0
             && st.deferred_subtrees > 0;
-        if cfg!(miri) || raced || rounds >= 60 || start.elapsed() > Duration::from_secs(8) {
+        if cfg!(miri) || raced || rounds >= 400 || start.elapsed() > Duration::from_secs(30) {
             break;
         }
     }
