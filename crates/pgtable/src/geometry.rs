@@ -10,6 +10,8 @@ pub const BITS_PER_LEVEL: u32 = 9;
 pub const ENTRIES_PER_TABLE: usize = 1 << BITS_PER_LEVEL;
 /// Largest input-address size this crate builds tables for (no LPA2).
 pub const MAX_IA_BITS: u32 = 48;
+/// The largest leaf of the 4 KiB granule: a level-1 block.
+pub const MAX_BLOCK: u64 = 1 << 30;
 /// The most table pages a stage-2 root may concatenate.
 pub const MAX_CONCAT_ROOT_PAGES: usize = 16;
 

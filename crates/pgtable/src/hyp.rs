@@ -3,7 +3,7 @@
 use core::marker::PhantomData;
 
 use crate::error::Error;
-use crate::geometry::{Geometry, Level};
+use crate::geometry::Geometry;
 use crate::mm::{pages_needed_for_map, MemCache, MmOps};
 use crate::ops::{self, Mapped};
 use crate::policy::Access;
@@ -79,7 +79,7 @@ impl<M: MmOps> Hyp<M> {
         // Exactly the tables an empty range needs (fewer if some exist); a
         // walk that still runs dry grows the cache and runs again, which is
         // safe: re-running a map over what it installed is a no-op.
-        let max_block = Level::new(1).map_or(0, Level::entry_size);
+        let max_block = crate::geometry::MAX_BLOCK;
         let mut want =
             pages_needed_for_map(self.tree.geometry.start_level, va, size, pa, max_block);
         let mut cache = MemCache::new();
@@ -183,7 +183,7 @@ mod tests {
         let m = hyp
             .map(0x4000_0000, 0x40_0000, 0x4000_0000, Prot::RWX)
             .unwrap();
-        assert_eq!(m.at(Level::new(2).unwrap()), 2);
+        assert_eq!(m.at(crate::Level::new(2).unwrap()), 2);
         hyp.map(
             0x0900_0000,
             0x1000,

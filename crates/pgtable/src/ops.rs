@@ -46,6 +46,14 @@ fn clean_leaf<M: MmOps, F: Format>(ctx: &VisitCtx<'_, M>, leaf: Pte) {
     }
 }
 
+/// Whether the valid leaf `old` maps the walk's address to `pa` with the
+/// leaf attributes `attrs`.
+fn maps_as<M: MmOps>(ctx: &VisitCtx<'_, M>, old: Pte, pa: u64, attrs: u64) -> bool {
+    let offset = ctx.addr - ctx.level.align_down(ctx.addr);
+    old.output_address() + offset == pa
+        && Pte::leaf_at(attrs, old.output_address(), ctx.level) == old
+}
+
 /// Replaces the valid block in `ctx` by a table that maps the same memory
 /// with the same attributes one level down (break-before-make). The walker
 /// then descends into it.
@@ -134,14 +142,13 @@ impl<F: Format> Map<'_, F> {
     }
 
     /// Whether the valid leaf `old` already maps the walk's address the way
-    /// this map would (same output address; same attributes, or in a fault
-    /// walk only permissions or the access flag differ, which the fault's
-    /// own path resolves).
+    /// this map would ([`maps_as`]), or, in a fault walk, maps it to the
+    /// same place with only permissions or the access flag different (which
+    /// the fault's own path resolves).
     fn same_mapping<M: MmOps>(&self, ctx: &VisitCtx<'_, M>, old: Pte) -> bool {
-        let offset = ctx.addr - ctx.level.align_down(ctx.addr);
-        old.output_address() + offset == self.pa_at(ctx.addr)
-            && (Pte::leaf_at(self.attrs, old.output_address(), ctx.level) == old
-                || ctx.access == Access::Fault)
+        let pa = self.pa_at(ctx.addr);
+        maps_as(ctx, old, pa, self.attrs)
+            || (ctx.access == Access::Fault && maps_as(ctx, old, pa, old.bits()))
     }
 
     fn install_table<M: MmOps>(&mut self, ctx: &VisitCtx<'_, M>) -> Result<(), Outcome> {
@@ -215,14 +222,8 @@ impl<M: MmOps> Visitor<M> for Probe {
 
     fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
         let old = ctx.old;
-        if !old.is_valid() {
-            return Ok(());
-        }
-        let offset = ctx.addr - ctx.level.align_down(ctx.addr);
         let pa = self.pa + (ctx.addr - self.ipa);
-        if old.output_address() + offset == pa
-            && Pte::leaf_at(self.attrs, old.output_address(), ctx.level) == old
-        {
+        if !old.is_valid() || maps_as(ctx, old, pa, self.attrs) {
             Ok(())
         } else {
             Err(Outcome::Conflict)

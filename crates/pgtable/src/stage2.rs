@@ -294,14 +294,7 @@ impl<'t, M: MmOps, A: Mode> Ops<'t, M, A> {
         prot: Prot,
         cache: &mut MemCache,
     ) -> Result<Mapped, Error> {
-        self.map_with(
-            ipa,
-            size,
-            pa,
-            prot,
-            Level::new(1).map_or(0, Level::entry_size),
-            cache,
-        )
+        self.map_with(ipa, size, pa, prot, crate::geometry::MAX_BLOCK, cache)
     }
 
     /// As [`Ops::map`], with 4 KiB pages only (for dirty logging).

@@ -7,7 +7,7 @@ use crate::mm::MmOps;
 use crate::policy::{Access, Outcome};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::table::Table;
-use crate::walker::{free_below, free_subtree, Visitor, Walk, WalkFlags};
+use crate::walker::{free_below, free_subtree, run_detached, Visitor, Walk, WalkFlags};
 
 /// Retries of one entry before a walk gives up with
 /// [`Error::RetriesExhausted`]. A retry follows a lost race, so each one
@@ -137,21 +137,19 @@ impl<M: MmOps> Tree<M> {
     ) -> Result<(), Error> {
         // SAFETY: the caller hands us an allocated page nobody else uses.
         let table = unsafe { Table::new(&self.mm, table_pa, crate::geometry::ENTRIES_PER_TABLE) };
-        let deferred = Deferred::default();
-        let mut walk = Walk {
-            mm: &self.mm,
+        let flags = WalkFlags::LEAF
+            .union(WalkFlags::SKIP_BBM_TLBI)
+            .union(WalkFlags::SKIP_CMO);
+        run_detached(
+            &self.mm,
+            &self.stats,
+            table,
+            level,
+            (addr, addr + size),
             visitor,
-            flags: WalkFlags::LEAF
-                .union(WalkFlags::SKIP_BBM_TLBI)
-                .union(WalkFlags::SKIP_CMO),
-            access: Access::Exclusive,
-            addr,
-            end: addr + size,
-            max_retries: self.max_retries,
-            stats: &self.stats,
-            deferred: &deferred,
-        };
-        walk.run(table, level).map_err(|e| match e.outcome {
+            flags,
+        )
+        .map_err(|e| match e.outcome {
             Outcome::NoMemory => Error::NoMemory,
             _ => Error::Conflict { addr: e.addr },
         })

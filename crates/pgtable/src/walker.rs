@@ -363,6 +363,38 @@ impl<'w, M: MmOps, V: Visitor<M>> Walk<'w, M, V> {
     }
 }
 
+/// Runs `visitor` over a whole table that no other walker can reach (a
+/// subtree unlinked or not yet linked, or a tree being destroyed), as an
+/// exclusive walk from `addr` to `end`.
+pub(crate) fn run_detached<M: MmOps, V: Visitor<M>>(
+    mm: &M,
+    stats: &Stats,
+    table: Table<'_>,
+    level: Level,
+    (addr, end): (u64, u64),
+    visitor: &mut V,
+    flags: WalkFlags,
+) -> Result<(), Exit> {
+    let deferred = Deferred::default();
+    let mut walk = Walk {
+        mm,
+        visitor,
+        flags,
+        access: Access::Exclusive,
+        addr,
+        end,
+        max_retries: 0,
+        stats,
+        deferred: &deferred,
+    };
+    walk.run(table, level)
+}
+
+/// The input-address span of a whole table of `level` entries.
+fn whole(table: &Table<'_>, level: Level) -> (u64, u64) {
+    (0, level.entry_size() * table.len() as u64)
+}
+
 /// Frees every table below `table` (whose entries are at `level`), with a
 /// post-order walk of the [`crate::ops::Free`] visitor. `table` itself stays.
 ///
@@ -372,20 +404,17 @@ impl<'w, M: MmOps, V: Visitor<M>> Walk<'w, M, V> {
 /// tree being destroyed: no walker can be inside them, no TLB holds walks
 /// through them, and they came from `mm`.
 pub(crate) unsafe fn free_below<M: MmOps>(mm: &M, stats: &Stats, table: Table<'_>, level: Level) {
-    let deferred = Deferred::default();
-    let mut walk = Walk {
+    let span = whole(&table, level);
+    let done = run_detached(
         mm,
-        visitor: &mut crate::ops::Free,
-        flags: WalkFlags::TABLE_POST,
-        access: Access::Exclusive,
-        addr: 0,
-        end: level.entry_size() * table.len() as u64,
-        max_retries: 0,
         stats,
-        deferred: &deferred,
-    };
+        table,
+        level,
+        span,
+        &mut crate::ops::Free,
+        WalkFlags::TABLE_POST,
+    );
     // The free visitor has no failing outcome, so the walk cannot exit.
-    let done = walk.run(table, level);
     debug_assert!(done.is_ok());
 }
 
@@ -404,21 +433,10 @@ pub(crate) unsafe fn mapped_bytes<M: MmOps>(
 ) -> u64 {
     // SAFETY: the caller guarantees the page is allocated and stable.
     let table = unsafe { Table::new(mm, table_pa, crate::geometry::ENTRIES_PER_TABLE) };
-    let deferred = Deferred::default();
     let mut count = crate::ops::CountMapped::default();
-    let mut walk = Walk {
-        mm,
-        visitor: &mut count,
-        flags: WalkFlags::LEAF,
-        access: Access::Exclusive,
-        addr: 0,
-        end: level.entry_size() * table.len() as u64,
-        max_retries: 0,
-        stats,
-        deferred: &deferred,
-    };
+    let span = whole(&table, level);
+    let done = run_detached(mm, stats, table, level, span, &mut count, WalkFlags::LEAF);
     // The counting visitor has no failing outcome, so the walk cannot exit.
-    let done = walk.run(table, level);
     debug_assert!(done.is_ok());
     count.bytes
 }
