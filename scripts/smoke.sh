@@ -78,10 +78,13 @@ guest_tests() {
         "guest: relax: executed code written to a data page" \
         "stats: permission faults: L0 0, L1 0, L2 1, L3 0" "NOT:guest: FAIL" -- --guest relax
 
-    boot_test "guest noslot: an address in no slot is an abort the guest sees" 0 \
+    boot_test "guest noslot: no slot, and MMIO with no syndrome, are aborts the guest sees" 0 \
         "no memory slot or device there: translation fault level 1, read, ipa 0x20000000" \
         "guest: noslot: abort seen at 0x20000000" \
-        "guest: noslot: instruction abort seen at 0x20000000" "NOT:guest: FAIL" -- --guest noslot
+        "guest: noslot: instruction abort seen at 0x20000000" \
+        "MMIO access with no valid syndrome (ISV=0): translation fault level 1, read, ipa 0x9000000" \
+        "guest: noslot: MMIO without a valid syndrome refused at 0x9000000" \
+        "aborts injected 3" "NOT:guest: FAIL" -- --guest noslot
 
     boot_test "guest psci: bad calls get the SMCCC error codes" 0 \
         "guest: psci: CPU_ON(mpidr 0xff) = INVALID_PARAMETERS ok" \

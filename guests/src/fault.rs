@@ -208,6 +208,28 @@ pub unsafe fn probe_load(addr: u64) -> (u64, u64) {
     (value, pc)
 }
 
+/// Loads the 16 bytes at `addr` with one `ldp`, an access whose abort
+/// syndrome carries no register (ISV = 0). Returns the address of the `ldp`.
+///
+/// # Safety
+///
+/// `addr` must be 16-byte aligned, and reading it must have no effect Rust
+/// cannot see (meant for an MMIO access the hypervisor refuses).
+pub unsafe fn probe_load_pair(addr: u64) -> u64 {
+    let pc: u64;
+    // SAFETY: the caller vouches for the address; a fault there is taken by
+    // the vectors and resumed after the `ldp` when expected.
+    unsafe {
+        asm!(
+            "adr {pc}, 2f",
+            "2: ldp {a}, {b}, [{addr}]",
+            addr = in(reg) addr, a = out(reg) _, b = out(reg) _, pc = out(reg) pc,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    pc
+}
+
 /// Stores `value` at `addr` with one `str`; returns the address of the `str`.
 ///
 /// # Safety

@@ -1,4 +1,4 @@
-//! `noslot`: a load from, then a branch to, an address in no slot (default 0x2000_0000, bootargs `noslot=ADDR`) must each get an injected synchronous external abort.
+//! `noslot`: a load from, then a branch to, an address in no slot (default 0x2000_0000, bootargs `noslot=ADDR`), and an MMIO access with no valid syndrome, must each get an injected synchronous external abort.
 
 #![no_std]
 #![no_main]
@@ -53,4 +53,16 @@ fn main(p: &Platform) {
     });
     check_abort("instruction fetch", fault, 0x21, addr, addr);
     println!("guest: noslot: instruction abort seen at {addr:#x}");
+
+    // A load pair from the UART: the syndrome names no register (ISV = 0),
+    // so the hypervisor cannot emulate it and must refuse it.
+    let (pc, fault) = fault::expect_fault(Resume::Next, || {
+        // SAFETY: the hypervisor refuses the access, so the UART is not read.
+        unsafe { fault::probe_load_pair(p.uart) }
+    });
+    check_abort("MMIO load pair", fault, 0x25, p.uart, pc);
+    println!(
+        "guest: noslot: MMIO without a valid syndrome refused at {:#x}",
+        p.uart
+    );
 }
