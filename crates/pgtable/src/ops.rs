@@ -344,6 +344,20 @@ impl<M: MmOps> Visitor<M> for Attr {
     }
 }
 
+/// [`Attr`] under the wrong policy [`policy::ATTR_SKIPPING_LOST_RACES`]:
+/// the negative control of the dirty-log tests.
+#[cfg(any(test, feature = "host"))]
+pub(crate) struct AttrSkippingLostRaces(pub(crate) Attr);
+
+#[cfg(any(test, feature = "host"))]
+impl<M: MmOps> Visitor<M> for AttrSkippingLostRaces {
+    const POLICY: &'static Policy = &policy::ATTR_SKIPPING_LOST_RACES;
+
+    fn visit(&mut self, ctx: &VisitCtx<'_, M>, kind: VisitKind) -> Result<(), Outcome> {
+        <Attr as Visitor<M>>::visit(&mut self.0, ctx, kind)
+    }
+}
+
 /// Tests (and optionally clears) the access flag of the leaves in a range.
 pub(crate) struct Age {
     pub(crate) mkold: bool,

@@ -192,6 +192,19 @@ pub const FLUSH: Policy = Policy::new("flush", NOT_FAULT).on(Outcome::Unmapped, 
 /// Free a tree or an unlinked subtree.
 pub const FREE: Policy = Policy::new("free", EXCLUSIVE_ONLY);
 
+/// **Wrong on purpose**, for tests only: the errno-era behaviour the seed
+/// thread describes, where a shared attribute walk that loses a race
+/// *skips* the entry. A write-protect with this policy can leave a page
+/// writable whose dirty bit was just cleared, so its next writes are never
+/// logged. The dirty-log tests use it as the negative control that shows
+/// they can fail; the library never uses it (and it is not in [`ALL`]).
+#[cfg(any(test, feature = "host"))]
+pub const ATTR_SKIPPING_LOST_RACES: Policy =
+    Policy::new("attr (wrong: skip lost races)", ALL_MODES)
+        .on(Outcome::LostRace, [Next, Next, Exit])
+        .on(Outcome::Unmapped, [Next, Next, Exit])
+        .on(Outcome::Unchanged, [Next, Next, Exit]);
+
 /// Every operation's policy, in `POLICY.md` order.
 pub const ALL: [&Policy; 8] = [&MAP, &UNMAP, &ATTR, &AGE, &SPLIT, &GET_LEAF, &FLUSH, &FREE];
 

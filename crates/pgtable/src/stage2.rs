@@ -389,6 +389,31 @@ impl<M: MmOps, A: NotFault> Ops<'_, M, A> {
         Ok(PendingFlush { range })
     }
 
+    /// [`Ops::wrprotect`] with the wrong policy that *skips* an entry on a
+    /// lost race ([`crate::policy::ATTR_SKIPPING_LOST_RACES`]). Host builds
+    /// only: the negative control that shows the dirty-log tests can fail.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ops::wrprotect`].
+    #[cfg(any(test, feature = "host"))]
+    pub fn wrprotect_skipping_lost_races(
+        &self,
+        ipa: u64,
+        size: u64,
+    ) -> Result<PendingFlush, Error> {
+        let mut v = ops::AttrSkippingLostRaces(ops::Attr {
+            set: 0,
+            clear: stage2_perm_bits(Prot::W),
+            flush_each: false,
+            reduced: None,
+        });
+        self.s2
+            .tree
+            .walk(ipa, size, &mut v, A::ACCESS, WalkFlags::LEAF)?;
+        Ok(PendingFlush { range: v.0.reduced })
+    }
+
     /// Whether any leaf in the range was accessed since last cleared;
     /// clears the access flags too if `mkold`.
     ///
