@@ -9,6 +9,8 @@ HYP_ELF="$root/target/$HYP_TARGET/$HYP_PROFILE/hyp"
 HYP_IMG="$HYP_ELF.img"
 
 # The machine every script boots: EL2 (virtualization=on), GICv3, 4 CPUs.
+# No network card: the hypervisor drives none, and QEMU's default one needs
+# an option ROM (efi-virtio.rom) that a minimal install lacks.
 QEMU_BASE_ARGS=(
     -machine virt,virtualization=on,gic-version=3
     -cpu cortex-a72
@@ -16,6 +18,7 @@ QEMU_BASE_ARGS=(
     -m 1G
     -nographic
     -semihosting
+    -nic none
 )
 
 # An objcopy that handles aarch64 ELF: rustup's llvm-tools, Debian's LLVM,
