@@ -63,10 +63,23 @@ pub struct PendingFlush {
 }
 
 impl PendingFlush {
+    /// Nothing owed yet: the start of a [`PendingFlush::merge`] chain.
+    pub const NONE: PendingFlush = PendingFlush { range: None };
+
     /// Whether any permission was actually reduced.
     #[must_use]
     pub fn is_needed(&self) -> bool {
         self.range.is_some()
+    }
+
+    /// One invalidation that covers both: several write-protects, then a
+    /// single flush before any of them is relied on.
+    pub fn merge(self, other: PendingFlush) -> PendingFlush {
+        let range = match (self.range, other.range) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (one, None) | (None, one) => one,
+        };
+        PendingFlush { range }
     }
 }
 

@@ -231,6 +231,32 @@ fn wrprotect_owes_a_flush_until_completed() {
 }
 
 #[test]
+fn pending_flushes_merge_into_one_covering_range() {
+    let (mut s2, mut cache, mm) = tree();
+    s2.exclusive()
+        .map_pages(0, 8 * K4, 0x4000_0000, Prot::RW, &mut cache)
+        .unwrap();
+    mm.take_events();
+    let a = s2.shared().wrprotect(K4, K4).unwrap();
+    let none = s2.shared().wrprotect(K4, K4).unwrap(); // already read-only
+    let b = s2.shared().wrprotect(5 * K4, 2 * K4).unwrap();
+    assert!(!none.is_needed());
+    let all = PendingFlush::NONE.merge(a).merge(none).merge(b);
+    assert!(all.is_needed());
+    s2.complete(all);
+    assert_eq!(
+        mm.take_events(),
+        [MmEvent::TlbiRange {
+            addr: K4,
+            size: 6 * K4
+        }],
+        "one invalidation from the first page protected to the last"
+    );
+    assert!(!PendingFlush::NONE.merge(PendingFlush::NONE).is_needed());
+    finish(s2, cache, mm);
+}
+
+#[test]
 fn relax_and_mkyoung_in_fault_mode() {
     let (mut s2, mut cache, mm) = tree();
     s2.exclusive()
