@@ -1,6 +1,7 @@
 //! What the walker needs from its environment: table pages, address translation, cache and TLB maintenance.
 
 use alloc::vec::Vec;
+use core::sync::atomic::AtomicU64;
 
 use crate::error::Error;
 use crate::geometry::{Level, PAGE_SIZE};
@@ -60,6 +61,17 @@ pub unsafe trait MmOps: Sync {
     /// a host implementation may yield the thread.
     fn relax(&self) {
         core::hint::spin_loop();
+    }
+
+    /// Called by a shared walk right before it swaps `entry` from `old`,
+    /// the value it read: the window in which another walker can change
+    /// the entry and make the swap lose. Does nothing by default. Tests
+    /// (and the hypervisor's `migrate.window=` knob) hold the window open
+    /// here, e.g. until the entry changes, so that the races the policies
+    /// exist for happen on demand instead of once in a million walks.
+    #[inline(always)]
+    fn before_compare_and_swap(&self, entry: &AtomicU64, old: u64) {
+        let _ = (entry, old);
     }
 }
 

@@ -106,6 +106,7 @@ impl<M: MmOps> VisitCtx<'_, M> {
     #[inline]
     pub(crate) fn try_set(&self, new: Pte) -> Result<(), Outcome> {
         if self.access.is_shared() {
+            self.mm.before_compare_and_swap(self.entry, self.old.bits());
             // AcqRel: the swap publishes whatever `new` points to (a table
             // initialised before) and orders our later reads after it.
             self.entry
