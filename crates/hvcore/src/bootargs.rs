@@ -86,14 +86,22 @@ pub const MAX_GUEST_SMP: usize = 8;
 
 /// The keys this parser knows; everything else is listed by
 /// [`BootArgs::unknown`].
-const KNOWN_KEYS: [&str; 6] = [
+const KNOWN_KEYS: [&str; 8] = [
     "log",
     "fault",
     "guest",
     "guest.mem",
     "guest.smp",
     "guest.block",
+    "migrate",
+    "migrate.window",
 ];
+
+/// Most pre-copy rounds `migrate=` accepts.
+pub const MAX_MIGRATE_ROUNDS: u32 = 1000;
+
+/// Largest `migrate.window=`.
+pub const MAX_MIGRATE_WINDOW: u32 = 1_000_000;
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +120,13 @@ pub struct BootArgs<'a> {
     /// `guest.block=4K|2M|1G`: the largest block a stage-2 fault maps, if
     /// given (4K makes every guest page its own fault).
     pub guest_block: Option<u64>,
+    /// `migrate=N`: live-migrate the guest's RAM with at most N pre-copy
+    /// rounds (1..=[`MAX_MIGRATE_ROUNDS`]) on a CPU that runs no vCPU.
+    pub migrate: Option<u32>,
+    /// `migrate.window=N`: the migration's shared walks spin N times
+    /// between reading an entry and swapping it, so that vCPU faults race
+    /// them (a test knob; 0..=[`MAX_MIGRATE_WINDOW`]).
+    pub migrate_window: Option<u32>,
     source: &'a str,
 }
 
@@ -190,6 +205,8 @@ impl<'a> BootArgs<'a> {
             guest_mem: None,
             guest_smp: None,
             guest_block: None,
+            migrate: None,
+            migrate_window: None,
             source,
         };
         for (key, value) in params(source) {
@@ -231,6 +248,28 @@ impl<'a> BootArgs<'a> {
                         key,
                         value,
                         reason: "expected a vCPU count from 1 to 8",
+                    })?);
+                }
+                "migrate" => {
+                    let value = value.unwrap_or("");
+                    args.migrate = Some(parse_count(value, MAX_MIGRATE_ROUNDS).ok_or(
+                        BootArgError::Invalid {
+                            key,
+                            value,
+                            reason: "expected a number of pre-copy rounds from 1 to 1000",
+                        },
+                    )?);
+                }
+                "migrate.window" => {
+                    let value = value.unwrap_or("");
+                    let spins = match value {
+                        "0" => Some(0),
+                        v => parse_count(v, MAX_MIGRATE_WINDOW),
+                    };
+                    args.migrate_window = Some(spins.ok_or(BootArgError::Invalid {
+                        key,
+                        value,
+                        reason: "expected a spin count from 0 to 1000000",
                     })?);
                 }
                 _ => {}
@@ -301,11 +340,16 @@ fn parse_guest_block(value: &str) -> Option<u64> {
 
 /// Parses and checks `guest.smp=`: a decimal count, 1..=`MAX_GUEST_SMP`.
 fn parse_guest_smp(value: &str) -> Option<usize> {
+    parse_count(value, MAX_GUEST_SMP as u32).map(|n| n as usize)
+}
+
+/// A decimal count from 1 to `max`.
+fn parse_count(value: &str, max: u32) -> Option<u32> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let n: usize = value.parse().ok()?;
-    (1..=MAX_GUEST_SMP).contains(&n).then_some(n)
+    let n: u32 = value.parse().ok()?;
+    (1..=max).contains(&n).then_some(n)
 }
 
 #[cfg(test)]
@@ -522,6 +566,48 @@ mod tests {
                 err.to_string(),
                 format!("bad boot argument `guest.smp={value}`: expected a vCPU count from 1 to 8"),
                 "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn migrate_rounds() {
+        assert_eq!(BootArgs::parse("").unwrap().migrate, None);
+        assert_eq!(BootArgs::parse("migrate=1").unwrap().migrate, Some(1));
+        assert_eq!(BootArgs::parse("migrate=1000").unwrap().migrate, Some(1000));
+        assert_eq!(
+            BootArgs::parse("migrate").unwrap_err().to_string(),
+            "bad boot argument `migrate=`: expected a number of pre-copy rounds from 1 to 1000"
+        );
+        for value in ["0", "1001", "x", "-3", "99999999999"] {
+            let line = format!("migrate={value}");
+            assert!(
+                matches!(
+                    BootArgs::parse(&line),
+                    Err(BootArgError::Invalid { key: "migrate", .. })
+                ),
+                "{line:?} accepted"
+            );
+        }
+        assert_eq!(BootArgs::parse("migrate=3").unwrap().unknown().count(), 0);
+        let args = BootArgs::parse("migrate=3 migrate.window=500").unwrap();
+        assert_eq!(args.migrate_window, Some(500));
+        assert_eq!(args.unknown().count(), 0);
+        assert_eq!(
+            BootArgs::parse("migrate.window=0").unwrap().migrate_window,
+            Some(0)
+        );
+        for value in ["", "-1", "1000001", "1e3"] {
+            let line = format!("migrate.window={value}");
+            assert!(
+                matches!(
+                    BootArgs::parse(&line),
+                    Err(BootArgError::Invalid {
+                        key: "migrate.window",
+                        ..
+                    })
+                ),
+                "{line:?} accepted"
             );
         }
     }

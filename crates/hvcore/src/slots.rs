@@ -212,10 +212,18 @@ impl SlotMap {
     /// The slot containing `ipa`.
     #[must_use]
     pub fn find(&self, ipa: u64) -> Option<&MemSlot> {
+        self.find_indexed(ipa).map(|(_, slot)| slot)
+    }
+
+    /// The slot containing `ipa` and its index in [`SlotMap::iter`]
+    /// order (stable while no slot is inserted), for per-slot state kept
+    /// beside the map.
+    #[must_use]
+    pub fn find_indexed(&self, ipa: u64) -> Option<(usize, &MemSlot)> {
         let at = self.slots.partition_point(|s| s.ipa <= ipa);
         at.checked_sub(1)
-            .map(|i| &self.slots[i])
-            .filter(|s| s.contains(ipa))
+            .map(|i| (i, &self.slots[i]))
+            .filter(|(_, s)| s.contains(ipa))
     }
 
     /// The slots, by increasing IPA.
@@ -323,6 +331,11 @@ mod tests {
         assert_eq!(map.find(0x0900_0000), None);
         assert_eq!(map.find(0), None);
         assert_eq!(map.find(u64::MAX), None);
+        // The index is the position in iteration order.
+        for (i, slot) in map.iter().enumerate() {
+            assert_eq!(map.find_indexed(slot.ipa).map(|(at, _)| at), Some(i));
+        }
+        assert_eq!(map.find_indexed(0x0900_0000), None);
 
         // Overlaps: inside, straddling either edge, covering.
         for (ipa, size, other) in [

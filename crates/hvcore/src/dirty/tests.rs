@@ -1,0 +1,318 @@
+//! Unit and property tests of the dirty log on a real stage-2 tree in heap memory.
+
+use std::collections::BTreeSet;
+use std::vec::Vec;
+
+use pgtable::host::{HostMm, MmEvent};
+use pgtable::{Level, MemCache, Prot, Stage2, PAGE_SIZE};
+use proptest::prelude::*;
+
+use super::*;
+use crate::guest_abort::{AbortKind, GuestAbort};
+use crate::s2fault::{self, Plan};
+
+const M2: u64 = 2 << 20;
+const BASE: u64 = 0x4000_0000;
+const HOST: u64 = 0x8000_0000;
+
+fn slot(size: u64) -> MemSlot {
+    MemSlot {
+        name: "ram",
+        ipa: BASE,
+        size,
+        host: HOST,
+        readonly: false,
+    }
+}
+
+/// A tree with the slot mapped by 2 MiB blocks, as faults map it.
+fn mapped(size: u64) -> (Stage2<HostMm>, MemCache, HostMm) {
+    let mm = HostMm::new();
+    let mut s2 = Stage2::new(mm.clone(), 40).unwrap();
+    let mut cache = MemCache::new();
+    cache.topup(&mm, 64).unwrap();
+    s2.exclusive()
+        .map(BASE, size, HOST, Prot::RW, &mut cache)
+        .unwrap();
+    (s2, cache, mm)
+}
+
+fn prot(s2: &Stage2<HostMm>, ipa: u64) -> Prot {
+    s2.shared().get_leaf(ipa).unwrap().prot().unwrap()
+}
+
+fn abort(kind: AbortKind, level: u8, write: bool, ipa: u64) -> GuestAbort {
+    GuestAbort {
+        kind,
+        level: Some(level),
+        write,
+        instruction: false,
+        s1ptw: false,
+        ipa,
+        far: ipa,
+        access: None,
+        il32: true,
+    }
+}
+
+/// A guest write to `ipa`, as the fault path serves it: (re)fault until the
+/// page is writable. Returns how many faults it took.
+fn write(s2: &Stage2<HostMm>, log: &DirtyLog, s: &MemSlot, ipa: u64, cache: &mut MemCache) -> u32 {
+    let mut faults = 0;
+    loop {
+        let leaf = s2.shared().get_leaf(ipa).unwrap();
+        let fault = match leaf.prot() {
+            None => abort(AbortKind::Translation, leaf.level.get(), true, ipa),
+            Some(_) if !leaf.pte.young() => {
+                abort(AbortKind::AccessFlag, leaf.level.get(), true, ipa)
+            }
+            Some(p) if !p.contains(Prot::W) => {
+                abort(AbortKind::Permission, leaf.level.get(), true, ipa)
+            }
+            Some(_) => return faults,
+        };
+        faults += 1;
+        let plan = s2fault::plan(&fault, s, 1 << 30, log.is_enabled());
+        cache.topup(s2.mm(), 4).unwrap();
+        match s2fault::serve(s2, plan, ipa, Some(log), cache) {
+            Ok(_) | Err(Error::Refault { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn runs_of_set_bits() {
+    let runs = |w| Runs(w).collect::<Vec<_>>();
+    assert_eq!(runs(0), []);
+    assert_eq!(runs(1), [(0, 1)]);
+    assert_eq!(runs(u64::MAX), [(0, 64)]);
+    assert_eq!(runs(0b1110_0110), [(1, 2), (5, 3)]);
+    assert_eq!(runs(1 << 63 | 1 << 62 | 1), [(0, 1), (62, 2)]);
+}
+
+#[test]
+fn marks_are_per_page_and_inside_the_slot() {
+    let log = DirtyLog::new(&slot(8 * PAGE_SIZE + 64 * PAGE_SIZE));
+    assert_eq!(log.size(), 72 * PAGE_SIZE);
+    log.mark(BASE + 3 * PAGE_SIZE + 17);
+    log.mark(BASE + 70 * PAGE_SIZE);
+    log.mark(BASE + 72 * PAGE_SIZE); // one past the end: ignored
+    log.mark(BASE - 1); // below: ignored
+    assert!(log.is_dirty(BASE + 3 * PAGE_SIZE));
+    assert!(!log.is_dirty(BASE + 4 * PAGE_SIZE));
+    assert!(log.is_dirty(BASE + 70 * PAGE_SIZE + 5));
+    assert_eq!(log.dirty_pages(), 2);
+}
+
+#[test]
+fn enable_splits_blocks_and_protects_the_slot() {
+    let size = 4 * M2;
+    let (mut s2, mut cache, mm) = mapped(size);
+    let log = DirtyLog::new(&slot(size));
+    assert_eq!(log.pages_to_enable(), 4 + 1);
+    log.mark(BASE); // stale: enabling clears the log
+    mm.take_events();
+    let enabled = log.enable(&mut s2, &mut cache).unwrap();
+    assert_eq!(
+        enabled,
+        Enabled {
+            blocks_split: 4,
+            protected: true
+        }
+    );
+    assert!(log.is_enabled());
+    assert_eq!(log.dirty_pages(), 0);
+    for ipa in (BASE..BASE + size).step_by(PAGE_SIZE as usize * 97) {
+        let leaf = s2.shared().get_leaf(ipa).unwrap();
+        assert_eq!(leaf.level, Level::LAST, "split to pages at {ipa:#x}");
+        assert_eq!(leaf.prot(), Some(Prot::R), "protected at {ipa:#x}");
+        assert_eq!(leaf.translate(ipa), Some(HOST + (ipa - BASE)));
+    }
+    // The protection took effect: a TLB invalidation after the last change.
+    let events = mm.take_events();
+    assert!(
+        matches!(
+            events.last(),
+            Some(MmEvent::TlbiRange { .. } | MmEvent::TlbiAll)
+        ),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_write_fault_relaxes_then_marks_and_get_and_clear_protects_again() {
+    let size = 2 * M2;
+    let s = slot(size);
+    let (mut s2, mut cache, mm) = mapped(size);
+    let log = DirtyLog::new(&s);
+    log.enable(&mut s2, &mut cache).unwrap();
+
+    let pages = [
+        BASE + 5 * PAGE_SIZE,
+        BASE + 9 * PAGE_SIZE,
+        BASE + M2 + PAGE_SIZE,
+    ];
+    for ipa in pages {
+        assert_eq!(
+            write(&s2, &log, &s, ipa + 8, &mut cache),
+            1,
+            "one permission fault"
+        );
+        assert!(prot(&s2, ipa).contains(Prot::W));
+        assert!(log.is_dirty(ipa));
+    }
+    // Writing again costs nothing until the log is cleared.
+    assert_eq!(write(&s2, &log, &s, pages[0], &mut cache), 0);
+
+    mm.take_events();
+    let mut out = DirtyPages::new();
+    let cleared = log.get_and_clear(&s2, &mut out).unwrap();
+    assert_eq!(cleared.pages, 3);
+    assert_eq!(cleared.walks, 3, "one walk per run of dirty pages");
+    assert_eq!(cleared.retried, 0);
+    assert_eq!(out.ipas().collect::<Vec<_>>(), pages);
+    assert_eq!(out.count(), 3);
+    for ipa in pages {
+        assert_eq!(prot(&s2, ipa), Prot::R, "protected again");
+    }
+    assert_eq!(log.dirty_pages(), 0);
+    // The invalidation happened before get-and-clear returned.
+    assert!(mm
+        .take_events()
+        .iter()
+        .any(|e| matches!(e, MmEvent::TlbiRange { .. } | MmEvent::TlbiAll)));
+    // An empty round owes nothing and takes nothing.
+    let cleared = log.get_and_clear(&s2, &mut out).unwrap();
+    assert_eq!((cleared.pages, cleared.walks), (0, 0));
+    assert!(mm.take_events().is_empty());
+    // The next write faults and is logged again.
+    assert_eq!(write(&s2, &log, &s, pages[1], &mut cache), 1);
+    assert!(log.is_dirty(pages[1]));
+}
+
+#[test]
+fn translation_faults_on_a_logged_slot_map_pages() {
+    let size = 2 * M2;
+    let s = slot(size);
+    let mm = HostMm::new();
+    let mut s2 = Stage2::new(mm.clone(), 40).unwrap();
+    let mut cache = MemCache::new();
+    let log = DirtyLog::new(&s);
+    cache.topup(&mm, log.pages_to_enable()).unwrap();
+    log.enable(&mut s2, &mut cache).unwrap(); // nothing mapped yet
+    let ipa = BASE + M2 + 7 * PAGE_SIZE;
+    assert_eq!(write(&s2, &log, &s, ipa, &mut cache), 1);
+    let leaf = s2.shared().get_leaf(ipa).unwrap();
+    assert_eq!(leaf.level, Level::LAST, "a page, not a block");
+    assert!(log.is_dirty(ipa));
+    assert_eq!(log.dirty_pages(), 1);
+}
+
+#[test]
+fn disabling_brings_blocks_back_on_write_faults() {
+    let size = 2 * M2;
+    let s = slot(size);
+    let (mut s2, mut cache, _mm) = mapped(size);
+    let log = DirtyLog::new(&s);
+    log.enable(&mut s2, &mut cache).unwrap();
+    let tables = s2.stats().table_pages;
+    log.disable();
+    let ipa = BASE + M2 + 3 * PAGE_SIZE;
+    // The fault is at level 3 on a page; the plan maps the 2 MiB block.
+    let fault = abort(AbortKind::Permission, 3, true, ipa);
+    let plan = s2fault::plan(&fault, &s, 1 << 30, log.is_enabled());
+    assert!(matches!(plan.plan, Plan::Map { size: M2, .. }), "{plan:?}");
+    assert_eq!(write(&s2, &log, &s, ipa, &mut cache), 1);
+    let leaf = s2.shared().get_leaf(ipa).unwrap();
+    assert_eq!(leaf.level.get(), 2, "the block is back");
+    assert_eq!(leaf.prot(), Some(Prot::RW));
+    assert_eq!(leaf.translate(ipa), Some(HOST + (ipa - BASE)));
+    assert_eq!(s2.stats().table_pages, tables - 1, "its page table is gone");
+    assert!(!log.is_dirty(ipa), "not logged any more");
+    // The other block stays in pages until written.
+    assert_eq!(s2.shared().get_leaf(BASE).unwrap().level, Level::LAST);
+}
+
+#[test]
+fn a_failed_get_and_clear_gives_every_page_back() {
+    // A slot the tree cannot translate (beyond its 32-bit IPA space): the
+    // write-protect walk fails with a range error.
+    let mm = HostMm::new();
+    let s2 = Stage2::new(mm, 32).unwrap();
+    let log = DirtyLog::new(&MemSlot {
+        name: "far",
+        ipa: 1 << 33,
+        size: 128 * PAGE_SIZE,
+        host: HOST,
+        readonly: false,
+    });
+    let marked = [
+        1 << 33,
+        (1 << 33) + 70 * PAGE_SIZE,
+        (1 << 33) + 127 * PAGE_SIZE,
+    ];
+    for ipa in marked {
+        log.mark(ipa);
+    }
+    let mut out = DirtyPages::new();
+    let err = log.get_and_clear(&s2, &mut out).unwrap_err();
+    assert!(matches!(err, Error::OutOfRange { .. }), "{err}");
+    assert_eq!(out.count(), 0);
+    assert_eq!(log.dirty_pages(), 3, "nothing lost");
+    for ipa in marked {
+        assert!(log.is_dirty(ipa));
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write(u64),
+    Clear,
+}
+
+fn op(pages: u64) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..pages).prop_map(Op::Write),
+        1 => Just(Op::Clear),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Against a model (the set of pages written since they were last
+    /// taken): every get-and-clear returns exactly that set, and afterwards
+    /// exactly the pages written since the last take are writable.
+    #[test]
+    fn get_and_clear_returns_what_was_written(ops in proptest::collection::vec(op(1024), 1..200)) {
+        let size = 2 * M2;
+        let s = slot(size);
+        let (mut s2, mut cache, _mm) = mapped(size);
+        let log = DirtyLog::new(&s);
+        log.enable(&mut s2, &mut cache).unwrap();
+        let mut model = BTreeSet::new();
+        let mut out = DirtyPages::new();
+        for op in ops {
+            match op {
+                Op::Write(page) => {
+                    let ipa = BASE + page * PAGE_SIZE;
+                    let faults = write(&s2, &log, &s, ipa, &mut cache);
+                    // A fault exactly when the page was not dirty already.
+                    prop_assert_eq!(faults == 1, model.insert(ipa));
+                }
+                Op::Clear => {
+                    log.get_and_clear(&s2, &mut out).unwrap();
+                    let got: BTreeSet<u64> = out.ipas().collect();
+                    prop_assert_eq!(&got, &model);
+                    model.clear();
+                }
+            }
+        }
+        for page in 0..size / PAGE_SIZE {
+            let ipa = BASE + page * PAGE_SIZE;
+            prop_assert_eq!(prot(&s2, ipa).contains(Prot::W), model.contains(&ipa));
+            prop_assert_eq!(log.is_dirty(ipa), model.contains(&ipa));
+        }
+    }
+}
