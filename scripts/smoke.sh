@@ -100,6 +100,32 @@ guest_tests() {
         "guest: smp: 4 vCPUs touched 32 MiB" "stats: mappings: 1G 0, 2M" \
         "stats: walker: lost races" "NOT:guest: FAIL" --
 
+    # The seed's case end to end: a pre-copy live migration of guest RAM
+    # while 3 vCPUs rewrite it. CPU 3 migrates, CPU 4 ages pages (so vCPUs
+    # take access-flag faults on the pages being write-protected), and
+    # migrate.window holds each write-protect's compare-and-swap open until
+    # another CPU changes the entry: lost races must happen and be retried,
+    # and the copy must match guest RAM byte for byte.
+    SMOKE_TIMEOUT=120 boot_test "guest migrate: pre-copy beside 3 writing vCPUs, races retried, copy matches" 0 \
+        "migrate: round 0: copied all 8192 pages" "migrate: round 8:" \
+        "migrate: final round, vCPUs paused" "cleared the access flags of guest RAM" \
+        "migrate: the copy matches guest RAM byte for byte (32 MiB); logging off, vCPUs resumed" \
+        "NOT:in all, 0 lost races retried" "guest: migrate: 3 vCPUs made" \
+        "every stripe and hot word checked" "NOT:FAIL" \
+        -- --guest migrate --mem 32M -smp 5 \
+        -append "log=info guest.smp=3 migrate=8 migrate.window=2000 -- seconds=12 mib=16"
+
+    # hello powers off at once, before the migration (which waits for
+    # every vCPU to be on) could even start.
+    boot_test "a guest that powers off before its migration finished fails the run" 1 \
+        "vm0/vcpu0: SYSTEM_OFF, status 0" \
+        "migrate: FAIL: vm0 powered off before its migration finished" \
+        -- --guest hello -append "log=info migrate=8"
+
+    boot_test "migrate= with no CPU to spare is a clear error" 1 \
+        "error: migrate= needs a CPU that runs no vCPU, but 4 vCPUs take all 4 CPUs online" \
+        -- --guest hello -append "log=info guest.smp=4 migrate=2"
+
     boot_test "guest.smp above the CPUs online is a clear error" 1 \
         "error: guest.smp=6, but only 4 CPUs are online" -- --guest hello -append "log=info guest.smp=6"
 

@@ -13,7 +13,7 @@ use crate::dtb::{self, DtbError};
 use crate::exit::{exit, ExitStatus};
 use crate::mm::{self, MmError};
 use crate::smp::{self, SmpError};
-use crate::{console, exception, logger, vm};
+use crate::{console, exception, gic, logger, vm};
 
 /// Why boot stopped.
 #[derive(Debug)]
@@ -25,6 +25,7 @@ enum BootError {
     Smp(SmpError),
     Vm(vm::VmError),
     GuestSmp { vcpus: usize, online: usize },
+    MigrateCpu { vcpus: usize, online: usize },
     FrameSelfTest,
 }
 
@@ -40,6 +41,11 @@ impl fmt::Display for BootError {
             Self::GuestSmp { vcpus, online } => write!(
                 f,
                 "guest.smp={vcpus}, but only {online} CPUs are online (one vCPU per CPU: give QEMU -smp {vcpus})"
+            ),
+            Self::MigrateCpu { vcpus, online } => write!(
+                f,
+                "migrate= needs a CPU that runs no vCPU, but {vcpus} vCPUs take all {online} CPUs online (give QEMU -smp {} or the guest fewer guest.smp=)",
+                vcpus + 1
             ),
             Self::FrameSelfTest => f.write_str("frame allocator self-test failed"),
         }
@@ -87,9 +93,12 @@ fn run(dtb: usize) -> Result<(), BootError> {
         Some(_) => args.guest_mem.unwrap_or(DEFAULT_GUEST_MEM),
         None => 0,
     };
-    let guest_memory = mm::init(&platform, guest_mem).map_err(BootError::Mm)?;
+    let migrate = args.migrate.filter(|_| guest_mem > 0);
+    let guest_memory = mm::init(&platform, guest_mem, migrate.is_some()).map_err(BootError::Mm)?;
     frame_self_test()?;
     mm::mmu::init(&platform).map_err(BootError::Mmu)?;
+    gic::init(&platform);
+    gic::init_cpu();
 
     let online = smp::start_secondaries(&platform).map_err(BootError::Smp)?;
     info!("all {online} CPUs online");
@@ -100,10 +109,25 @@ fn run(dtb: usize) -> Result<(), BootError> {
     summary(online);
     match (image, guest_memory) {
         (Some(image), Some(memory)) => {
-            let vcpus = args.guest_smp.unwrap_or(online);
+            // A migration runs on a CPU of its own: by default, the last.
+            let host_cpus = usize::from(migrate.is_some());
+            let vcpus = args
+                .guest_smp
+                .unwrap_or(online.saturating_sub(host_cpus).max(1));
             if vcpus > online {
                 return Err(BootError::GuestSmp { vcpus, online });
             }
+            if vcpus + host_cpus > online {
+                return Err(BootError::MigrateCpu { vcpus, online });
+            }
+            let migration =
+                migrate
+                    .zip(memory.migration)
+                    .map(|(rounds, dest)| vm::MigrationConfig {
+                        rounds,
+                        dest,
+                        race_window: args.migrate_window.unwrap_or(0),
+                    });
             let vm = vm::create(&vm::VmConfig {
                 image,
                 ram: memory.ram,
@@ -111,6 +135,7 @@ fn run(dtb: usize) -> Result<(), BootError> {
                 vcpus,
                 bootargs: guest_args,
                 max_block: args.guest_block.unwrap_or(1 << 30),
+                migration,
             })
             .map_err(BootError::Vm)?;
             vm::run_boot_vcpu(vm)

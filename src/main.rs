@@ -10,6 +10,7 @@ mod console;
 mod dtb;
 mod exception;
 mod exit;
+mod gic;
 mod init;
 mod logger;
 mod mm;

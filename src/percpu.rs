@@ -106,6 +106,11 @@ pub fn all() -> impl Iterator<Item = CpuId> {
     (0..MAX_CPUS).map(CpuId)
 }
 
+/// How many CPUs are online.
+pub fn online_count() -> usize {
+    all().filter(|id| get(*id).is_online()).count()
+}
+
 /// The affinity fields (Aff3..Aff0) of the calling CPU's MPIDR, in the
 /// layout the device tree's `/cpus/cpu@N/reg` and PSCI `CPU_ON` use.
 pub fn current_mpidr() -> u64 {

@@ -125,6 +125,7 @@ fn announce(id: CpuId, mpidr: u64) {
 pub fn secondary_main(id: CpuId) -> ! {
     // Same translation as the boot CPU before touching shared data.
     crate::mm::mmu::enable_secondary();
+    crate::gic::init_cpu();
     let expected = percpu::current().mpidr();
     let actual = percpu::current_mpidr();
     if actual != expected {

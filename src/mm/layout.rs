@@ -77,17 +77,24 @@ pub struct GuestMemory {
     pub ram: PhysRange,
     /// The 2 MiB ROM slot.
     pub rom: PhysRange,
+    /// As much again as RAM, for a live migration's copy, if asked for.
+    pub migration: Option<PhysRange>,
 }
 
 /// Sets up the heap and the frame allocator from `platform`'s memory,
-/// after carving `guest_ram` bytes of guest RAM (and a ROM block) if
-/// non-zero. Boot CPU only, once.
+/// after carving `guest_ram` bytes of guest RAM (and a ROM block, and as
+/// much again as RAM for a migration's copy if `migration`) if non-zero.
+/// Boot CPU only, once.
 ///
 /// # Errors
 ///
 /// An [`MmError`] if the layout cannot be represented or there is no room
 /// for the heap or the guest.
-pub fn init(platform: &Platform, guest_ram: u64) -> Result<Option<GuestMemory>, MmError> {
+pub fn init(
+    platform: &Platform,
+    guest_ram: u64,
+    migration: bool,
+) -> Result<Option<GuestMemory>, MmError> {
     let image = image_range();
     let mut usable: RangeSet<MAX_RANGES> = platform.memory.clone();
     let in_use = [
@@ -137,8 +144,21 @@ pub fn init(platform: &Platform, guest_ram: u64) -> Result<Option<GuestMemory>, 
         let rom = usable
             .take(crate::vm::ROM_SIZE, BLOCK_2M)
             .ok_or_else(|| no_room(&usable))?;
+        let migration = if migration {
+            let copy = usable
+                .take(guest_ram, BLOCK_2M)
+                .ok_or_else(|| no_room(&usable))?;
+            info!("mm: migration copy {copy}");
+            Some(copy)
+        } else {
+            None
+        };
         info!("mm: guest RAM {ram}, ROM {rom}");
-        Some(GuestMemory { ram, rom })
+        Some(GuestMemory {
+            ram,
+            rom,
+            migration,
+        })
     };
 
     for range in usable.as_slice() {

@@ -7,10 +7,10 @@ use log::warn;
 
 use super::machine;
 use super::stats::ExitReason;
-use super::{fault, inject, psci};
+use super::{fault, inject, pause, psci};
 use crate::exception::{Kind, TrapFrame, Vector};
 use crate::exit::{exit, ExitStatus};
-use crate::percpu;
+use crate::{gic, percpu};
 
 /// Handles an exception taken from the guest; when it returns, the frame
 /// is restored and the guest resumes at `frame.elr`.
@@ -19,8 +19,30 @@ pub fn handle_exit(frame: &mut TrapFrame, vector: Vector) {
         crate::console::println!("error: exception from a lower EL, but no guest runs");
         exit(ExitStatus::Exception);
     };
+    let vcpu = &vm.vcpus[percpu::current_id().index()];
+    pause::on_exit(vcpu);
+    dispatch(vm, frame, vector);
+    pause::before_entry(vm, vcpu);
+}
+
+/// Serves one exit.
+fn dispatch(vm: &'static machine::Vm, frame: &mut TrapFrame, vector: Vector) {
+    if vector.kind == Kind::Irq {
+        // A kick (see `pause.rs`): acknowledged here; the pause, if one is
+        // requested, happens before the guest is entered again.
+        vm.stats.exit(ExitReason::Irq);
+        let (_kicks, others) = gic::handle_irq();
+        if others > 0 {
+            warn!(
+                "vm{}/vcpu{}: {others} unexpected interrupt(s) ended",
+                vm.id,
+                percpu::current_id()
+            );
+        }
+        return;
+    }
     if vector.kind != Kind::Sync {
-        // No interrupt is routed to a guest yet: note it and carry on.
+        // No other interrupt is routed to a guest yet: note it and carry on.
         vm.stats.exit(ExitReason::Other);
         warn!(
             "vm{}/vcpu{}: unexpected {vector}",

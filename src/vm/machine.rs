@@ -2,6 +2,9 @@
 
 use core::fmt;
 
+use alloc::vec::Vec;
+
+use hvcore::dirty::DirtyLog;
 use hvcore::guest_dt::{self, VmDesc};
 use hvcore::pl011::Pl011Emu;
 use hvcore::range::PhysRange;
@@ -11,6 +14,8 @@ use pgtable::Stage2;
 use spin::{Mutex, Once, RwLock};
 
 use super::context::VmControls;
+use super::migrate::{Migration, MigrationConfig};
+use super::pause::PauseState;
 use super::s2mm::S2Mm;
 use super::stats::VmStats;
 use super::vcpu::Vcpu;
@@ -47,6 +52,8 @@ pub struct VmConfig<'a> {
     pub bootargs: &'a str,
     /// The largest block a stage-2 fault maps (4 KiB, 2 MiB or 1 GiB).
     pub max_block: u64,
+    /// A live migration of guest RAM to run beside the guest, if any.
+    pub migration: Option<MigrationConfig>,
 }
 
 /// Why a VM could not be created.
@@ -108,6 +115,12 @@ pub struct Vm {
     pub dtb_ipa: u64,
     /// The largest block a stage-2 fault maps.
     pub max_block: u64,
+    /// Dirty logs, one per slot, in `slots.iter()` order.
+    pub logs: Vec<DirtyLog>,
+    /// Pause requests (see `pause.rs`).
+    pub pause: PauseState,
+    /// The live migration job, if one was asked for.
+    pub migration: Option<Migration>,
 }
 
 static VM: Once<Vm> = Once::new();
@@ -226,8 +239,15 @@ pub fn create(cfg: &VmConfig<'_>) -> Result<&'static Vm, VmError> {
         stage2.geometry().start_level.get(),
         stage2.geometry().root_pages()
     );
+    let logs = slots.iter().map(DirtyLog::new).collect();
+    let migration = cfg
+        .migration
+        .map(|m| Migration::new(m, cfg.vcpus, crate::percpu::online_count()));
     let vm = Vm {
         id: 0,
+        logs,
+        pause: PauseState::default(),
+        migration,
         slots,
         stage2: RwLock::new(stage2),
         s2mm,
@@ -239,5 +259,8 @@ pub fn create(cfg: &VmConfig<'_>) -> Result<&'static Vm, VmError> {
         dtb_ipa,
         max_block: cfg.max_block,
     };
-    Ok(VM.call_once(|| vm))
+    let vm = VM.call_once(|| vm);
+    // CPUs waiting in `vcpu::idle` look again: one may have a job now.
+    aarch64_cpu::asm::sev();
+    Ok(vm)
 }

@@ -5,7 +5,9 @@ mod exit;
 mod fault;
 mod inject;
 mod machine;
+mod migrate;
 mod mmio;
+mod pause;
 mod psci;
 mod s2mm;
 mod stats;
@@ -13,4 +15,5 @@ mod vcpu;
 
 pub use exit::handle_exit;
 pub use machine::{create, VmConfig, VmError, ROM_SIZE};
+pub use migrate::MigrationConfig;
 pub use vcpu::{idle, run_boot_vcpu};

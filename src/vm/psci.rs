@@ -1,12 +1,12 @@
 //! The guest's PSCI, over `HVC`: power state of vCPUs and of the VM.
 
 use hvcore::psci::{self, ret, Call, PsciCall};
-use log::{debug, info};
+use log::{debug, error, info};
 
 use super::machine::Vm;
 use super::vcpu;
 use crate::exception::TrapFrame;
-use crate::exit::exit_code;
+use crate::exit::{exit, exit_code, ExitStatus};
 use crate::percpu;
 
 /// Handles the hypercall in `frame` (`x0`-`x3`), leaving the result in `x0`.
@@ -49,8 +49,16 @@ pub fn hypercall(vm: &'static Vm, frame: &mut TrapFrame) {
     frame.regs[0] = result as u64;
 }
 
-/// Ends the run: statistics, then exit with the guest's status.
+/// Ends the run: statistics, then exit with the guest's status (or a
+/// failure, if a migration had not finished: its copy was never checked).
 fn shutdown(vm: &Vm, status: u64) -> ! {
-    vm.stats.log(&vm.stage2.read().stats());
+    vm.stats.log(&vm.stage2.read().stats(), vm.pause.kicks());
+    if vm.migration.as_ref().is_some_and(|m| m.is_unfinished()) {
+        error!(
+            "migrate: FAIL: vm{} powered off before its migration finished (run it longer, or with fewer migrate= rounds)",
+            vm.id
+        );
+        exit(ExitStatus::Failure);
+    }
     exit_code(u32::try_from(status).unwrap_or(u32::MAX))
 }

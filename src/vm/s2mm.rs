@@ -3,10 +3,35 @@
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{Readable, Writeable, VTTBR_EL2};
 use core::arch::asm;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use pgtable::{Level, MmOps};
 
 use crate::mm::El2Mm;
+use crate::percpu::{self, CpuId};
+
+/// Spins a shared walk on [`RACE_WINDOW_CPU`] holds between reading an
+/// entry and swapping it (`migrate.window=`; 0: none).
+static RACE_WINDOW: AtomicU32 = AtomicU32::new(0);
+/// The CPU whose shared walks hold the window open.
+static RACE_WINDOW_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Windows held open, and those in which the entry changed.
+static WINDOWS: AtomicU64 = AtomicU64::new(0);
+static WINDOWS_CHANGED: AtomicU64 = AtomicU64::new(0);
+
+/// Windows held open so far, and how many saw their entry change.
+pub fn race_windows() -> (u64, u64) {
+    (WINDOWS.load(Relaxed), WINDOWS_CHANGED.load(Relaxed))
+}
+
+/// Holds every compare-and-swap of `cpu`'s stage-2 walks open for `spins`
+/// spin-loop iterations: a test knob (`migrate.window=`) that makes the
+/// races between the migration's write-protects and the vCPUs' faults
+/// happen on demand. They happen without it, rarely.
+pub fn set_race_window(cpu: CpuId, spins: u32) {
+    RACE_WINDOW_CPU.store(cpu.index(), Relaxed);
+    RACE_WINDOW.store(spins, Relaxed);
+}
 
 /// [`MmOps`] for one VM's stage 2. Table pages are allocated like the
 /// hypervisor's own ([`El2Mm`]); TLB maintenance targets the VM's VMID.
@@ -82,6 +107,18 @@ unsafe impl MmOps for S2Mm {
                 );
             }
         });
+    }
+
+    fn before_compare_and_swap(&self, entry: &AtomicU64, old: u64) {
+        let spins = RACE_WINDOW.load(Relaxed);
+        if spins > 0 && percpu::current_id().index() == RACE_WINDOW_CPU.load(Relaxed) {
+            WINDOWS.fetch_add(1, Relaxed);
+            // Until another CPU changes the entry (the swap then loses),
+            // or `spins` polls.
+            if (0..spins).any(|_| entry.load(Relaxed) != old) {
+                WINDOWS_CHANGED.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     fn tlb_flush_all(&self) {

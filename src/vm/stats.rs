@@ -3,6 +3,7 @@
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use hvcore::guest_abort::AbortKind;
+use hvcore::s2fault::Served;
 use log::info;
 use pgtable::{Action, Outcome, StatsSnapshot};
 
@@ -17,16 +18,19 @@ pub enum ExitReason {
     DataAbort,
     /// An instruction abort (stage-2 fault).
     InstructionAbort,
+    /// A physical interrupt (a kick from another CPU).
+    Irq,
     /// Anything else (refused with an injected exception).
     Other,
 }
 
 impl ExitReason {
-    const ALL: [ExitReason; 5] = [
+    const ALL: [ExitReason; 6] = [
         ExitReason::Hvc,
         ExitReason::Smc,
         ExitReason::DataAbort,
         ExitReason::InstructionAbort,
+        ExitReason::Irq,
         ExitReason::Other,
     ];
 
@@ -36,6 +40,7 @@ impl ExitReason {
             ExitReason::Smc => "smc",
             ExitReason::DataAbort => "data abort",
             ExitReason::InstructionAbort => "instruction abort",
+            ExitReason::Irq => "irq",
             ExitReason::Other => "other",
         }
     }
@@ -56,7 +61,7 @@ fn kind_index(kind: AbortKind) -> usize {
 /// Counters, updated by every vCPU with relaxed atomics.
 #[derive(Debug, Default)]
 pub struct VmStats {
-    exits: [AtomicU64; 5],
+    exits: [AtomicU64; 6],
     /// Faults by kind, then by level (0-3; level-less faults count at 0).
     faults: [[AtomicU64; 4]; 4],
     /// Leaves installed by fault walks, by level.
@@ -66,6 +71,8 @@ pub struct VmStats {
     refaults: AtomicU64,
     mmio: AtomicU64,
     injected: AtomicU64,
+    /// Write faults that marked a page dirty.
+    marked_dirty: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -84,12 +91,13 @@ impl VmStats {
         bump(&self.faults[kind_index(kind)][level]);
     }
 
-    /// Counts leaves a fault walk installed.
-    pub fn mapped(&self, m: &pgtable::Mapped) {
-        for n in 1..=3u8 {
-            if let Some(level) = pgtable::Level::new(n) {
-                self.mapped[usize::from(n)].fetch_add(m.at(level), Relaxed);
-            }
+    /// Counts what a fault walk did: leaves installed, pages marked dirty.
+    pub fn served(&self, served: &Served) {
+        for (counter, &n) in self.mapped.iter().zip(&served.mapped) {
+            counter.fetch_add(n, Relaxed);
+        }
+        if served.marked {
+            bump(&self.marked_dirty);
         }
     }
 
@@ -114,13 +122,13 @@ impl VmStats {
     }
 
     /// Logs everything, with the stage-2 walker's own counters.
-    pub fn log(&self, walker: &StatsSnapshot) {
+    pub fn log(&self, walker: &StatsSnapshot, kicks: u64) {
         let mut line = heapless_line();
         for reason in ExitReason::ALL {
             let n = self.exits[reason as usize].load(Relaxed);
             line.push(format_args!("{} {n}, ", reason.name()));
         }
-        info!("stats: exits: {}", line.trimmed());
+        info!("stats: exits: {}; kicks sent {kicks}", line.trimmed());
         for (k, name) in FAULT_KINDS.iter().enumerate() {
             let by_level: [u64; 4] = core::array::from_fn(|l| self.faults[k][l].load(Relaxed));
             info!(
@@ -143,9 +151,10 @@ impl VmStats {
             walker.table_pages + 1
         );
         info!(
-            "stats: mmio accesses {}, aborts injected {}",
+            "stats: mmio accesses {}, aborts injected {}, pages marked dirty {}",
             self.mmio.load(Relaxed),
-            self.injected.load(Relaxed)
+            self.injected.load(Relaxed),
+            self.marked_dirty.load(Relaxed)
         );
     }
 }

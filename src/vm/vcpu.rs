@@ -4,7 +4,7 @@
 //! trap frame on that CPU's EL2 stack while it runs; its EL1 system
 //! registers live in the CPU (see `context.rs`).
 
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use hvcore::psci::{ret, AffinityState};
 use log::{debug, info};
@@ -13,6 +13,7 @@ use spin::Mutex;
 
 use super::context::{El1Context, SPSR_EL1H_MASKED};
 use super::machine::{self, Vm, RAM_IPA};
+use super::{migrate, pause};
 use crate::exception::TrapFrame;
 use crate::percpu::{self, CpuId};
 
@@ -34,6 +35,8 @@ pub struct Vcpu {
     state: AtomicU8,
     entry: AtomicU64,
     context: AtomicU64,
+    /// Its CPU runs guest code (see `pause.rs` for who reads it and why).
+    in_guest: AtomicBool,
     /// Pre-allocated table pages for this vCPU's fault walks. Only its own
     /// CPU takes the lock, so it is never contended.
     pub cache: Mutex<MemCache>,
@@ -47,8 +50,29 @@ impl Vcpu {
             state: AtomicU8::new(OFF),
             entry: AtomicU64::new(0),
             context: AtomicU64::new(0),
+            in_guest: AtomicBool::new(false),
             cache: Mutex::new(MemCache::new()),
         }
+    }
+
+    /// Whether it is on (started, not off).
+    pub fn is_on(&self) -> bool {
+        self.state.load(Ordering::Acquire) == ON
+    }
+
+    /// Its index in the VM (and the CPU it is pinned to).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Whether its CPU runs guest code now.
+    pub fn in_guest(&self) -> bool {
+        self.in_guest.load(Ordering::SeqCst)
+    }
+
+    /// Records entering (before the check for a pause) or leaving the guest.
+    pub fn set_in_guest(&self, in_guest: bool) {
+        self.in_guest.store(in_guest, Ordering::SeqCst);
     }
 
     /// Its MPIDR as the guest sees it (`VMPIDR_EL2`): Aff0 = id, RES1 bit 31.
@@ -127,6 +151,8 @@ pub fn cpu_off(vm: &'static Vm) -> ! {
 pub fn idle(cpu: CpuId) -> ! {
     loop {
         if let Some(vm) = machine::get() {
+            // A CPU with no vCPU may have the VM's migration to run.
+            migrate::run_if_mine(vm, cpu);
             if let Some(vcpu) = vm.vcpus[..vm.nr_vcpus].get(cpu.index()) {
                 if vcpu
                     .state
@@ -154,6 +180,7 @@ fn run(vm: &'static Vm, id: usize, pc: u64, arg: u64) -> ! {
     );
     let frame = TrapFrame::entry(pc, SPSR_EL1H_MASKED, arg);
     let top = percpu::stack_top(CpuId::new(id));
+    pause::before_entry(vm, vcpu);
     // SAFETY: `frame` is a complete register state for EL1h at `pc` in the
     // VM whose controls were just loaded; `top` is this CPU's own stack
     // top, and nothing on that stack is needed any more (this function
