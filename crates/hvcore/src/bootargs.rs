@@ -9,7 +9,9 @@
 //! - `guest.mem=SIZE`: guest RAM in bytes, with an optional `K`, `M` or `G` suffix
 //!   (decimal, or hexadecimal with `0x`); a multiple of 2 MiB, at least 2 MiB;
 //! - `guest.smp=N`: number of vCPUs, 1 to [`MAX_GUEST_SMP`].
-//! - `guest.block=4K|2M|1G`: the largest block a stage-2 fault maps (default 1G).
+//! - `guest.block=4K|2M|1G`: the largest block a stage-2 fault maps (default 1G);
+//! - `bench=on|off`: answer the guest's benchmark hypercalls (`docs/guest-abi.md`;
+//!   default off, when they are `NOT_SUPPORTED` like any unknown function).
 //!
 //! Unknown keys are not errors (a later guest kernel command line may share
 //! the string); the caller can list them with [`BootArgs::unknown`].
@@ -86,13 +88,14 @@ pub const MAX_GUEST_SMP: usize = 8;
 
 /// The keys this parser knows; everything else is listed by
 /// [`BootArgs::unknown`].
-const KNOWN_KEYS: [&str; 6] = [
+const KNOWN_KEYS: [&str; 7] = [
     "log",
     "fault",
     "guest",
     "guest.mem",
     "guest.smp",
     "guest.block",
+    "bench",
 ];
 
 /// The parsed command line.
@@ -112,6 +115,8 @@ pub struct BootArgs<'a> {
     /// `guest.block=4K|2M|1G`: the largest block a stage-2 fault maps, if
     /// given (4K makes every guest page its own fault).
     pub guest_block: Option<u64>,
+    /// `bench=on`: the benchmark hypercalls are answered (default off).
+    pub bench: bool,
     source: &'a str,
 }
 
@@ -190,6 +195,7 @@ impl<'a> BootArgs<'a> {
             guest_mem: None,
             guest_smp: None,
             guest_block: None,
+            bench: false,
             source,
         };
         for (key, value) in params(source) {
@@ -207,6 +213,11 @@ impl<'a> BootArgs<'a> {
                     let fault = value.and_then(FaultInjection::parse);
                     args.fault = Some(fault.ok_or_else(|| bad(&FaultInjection::NAMES))?);
                 }
+                "bench" => match value {
+                    Some("on") => args.bench = true,
+                    Some("off") => args.bench = false,
+                    _ => return Err(bad(&["on", "off"])),
+                },
                 "guest" => match value {
                     Some("none") => args.guest_none = true,
                     _ => return Err(bad(&["none"])),
@@ -522,6 +533,21 @@ mod tests {
                 err.to_string(),
                 format!("bad boot argument `guest.smp={value}`: expected a vCPU count from 1 to 8"),
                 "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bench_switch() {
+        assert!(!BootArgs::parse("").unwrap().bench);
+        assert!(BootArgs::parse("bench=on").unwrap().bench);
+        assert!(!BootArgs::parse("bench=on bench=off").unwrap().bench);
+        assert_eq!(BootArgs::parse("bench=on").unwrap().unknown().count(), 0);
+        for line in ["bench", "bench=", "bench=yes", "bench=ON"] {
+            let value = line.strip_prefix("bench=").unwrap_or("");
+            assert_eq!(
+                BootArgs::parse(line).unwrap_err().to_string(),
+                format!("bad boot argument `bench={value}`: expected bench=on|off")
             );
         }
     }

@@ -1,11 +1,12 @@
 //! Portable hypervisor logic, tested on the host: syndrome and guest-abort decoding, boot
 //! arguments, physical-range arithmetic, the page-frame bitmap, and the guest's side of
-//! things: memory slots, PSCI calls, the emulated PL011 and the guest device tree.
+//! things: memory slots, PSCI and benchmark hypercalls, the emulated PL011 and the guest device tree.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
 pub mod addr;
+pub mod bench;
 pub mod bootargs;
 pub mod esr;
 pub mod frame;
