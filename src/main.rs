@@ -15,6 +15,7 @@ mod logger;
 mod mm;
 mod panic;
 mod percpu;
+mod pmu;
 mod psci;
 mod semihost;
 mod smp;
