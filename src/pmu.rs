@@ -271,7 +271,9 @@ macro_rules! msr {
     }};
 }
 
-/// `PMEVCNTR<n>_EL0`: event counter `n` (0 for no such counter).
+/// `PMEVCNTR<n>_EL0`: event counter `n` (0 for no such counter). Never
+/// inlined: `scripts/bench-profile.sh` finds a bracket's start by it.
+#[inline(never)]
 fn read_evcntr(n: u8) -> u64 {
     by_counter!(n, "pmevcntr", mrs, [])
 }

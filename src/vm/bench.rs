@@ -122,6 +122,8 @@ fn stop(vm: &Vm, id: BenchId, ops: u64, end: u32) -> i64 {
 /// `(instructions - bracket) / ops`, rounded to a tenth (omitted for 0 ops).
 /// A measurement made inside the hypervisor (two [`pmu::el2_instructions`]
 /// readings around some work on one CPU) reports itself with this too.
+/// Never inlined: `scripts/bench-profile.sh` finds a bracket's end by it.
+#[inline(never)]
 pub fn report(key: &str, ops: u64, exits: u64, instructions: u64, bracket: u64) {
     let net = instructions.saturating_sub(bracket);
     if ops == 0 {
