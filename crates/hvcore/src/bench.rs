@@ -227,7 +227,8 @@ mod tests {
 
     #[test]
     fn unknown_bracket_ids_are_invalid() {
-        for raw in [11, 12, 255, 1 << 32, u64::MAX] {
+        let first_unknown = BenchId::ALL.len() as u64;
+        for raw in [first_unknown, first_unknown + 1, 255, 1 << 32, u64::MAX] {
             assert_eq!(
                 call([0xc600_0001, raw, 0, 0]),
                 Some(BenchCall::Invalid { fid: fid::START })
