@@ -213,12 +213,12 @@ for key, label, unit, noun, target, metric, scale, one_exit in ROWS:
         value = n["exits"] / ops * scale
     sample = f"{ops} {noun}" + (f", {n['exits']} faults" if metric == "exits" else "")
     if target is None:
-        result = ""
+        result = "—"
     elif value <= target:
         result = "met"
     else:
         result = f"missed by {num(value - target)} (+{(value - target) / target:.0%})"
-    rows.append((label, num(value), unit, sample, "" if target is None else f"≤ {num(target)}", result))
+    rows.append((label, num(value), unit, sample, "—" if target is None else f"≤ {num(target)}", result))
 
 head = ["measurement", "value", "unit", "sample", "target", "result"]
 table = [head, ["---", "---:", "---", "---", "---", "---"]] + [list(r) for r in rows]
