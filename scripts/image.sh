@@ -9,14 +9,15 @@ HYP_ELF="$root/target/$HYP_TARGET/$HYP_PROFILE/hyp"
 HYP_IMG="$HYP_ELF.img"
 
 # The machine every script boots: EL2 (virtualization=on), GICv3, 4 CPUs.
-# No network card: the hypervisor drives none, and QEMU's default one needs
-# an option ROM (efi-virtio.rom) that a minimal install lacks.
+# No NIC: the hypervisor drives none, and QEMU's default one needs a boot ROM
+# (efi-virtio.rom) that minimal installs lack (Debian ships it in ipxe-qemu).
 QEMU_BASE_ARGS=(
     -machine virt,virtualization=on,gic-version=3
     -cpu cortex-a72
     -smp 4
     -m 1G
     -nographic
+    -nic none
     -semihosting
     -nic none
 )

@@ -93,6 +93,26 @@ guest_tests() {
         "guest: psci: SMC PSCI_VERSION = NOT_SUPPORTED ok" "guest: psci: all checks passed" \
         "stats: exits: hvc 11, smc 1," "NOT:guest: FAIL" -- --guest psci
 
+    # The benchmark guest, as scripts/bench.sh runs it: every bracket printed
+    # with one exit per operation (no numbers checked: these are benchmarks).
+    boot_test "guest bench: brackets counted at EL2, blocks (bench=on, -icount)" 0 \
+        "bench: benchmark hypercalls on (bench=on)" "guest: bench: bad calls refused ok" \
+        "bench: calibrate: 0 ops, 0 exits, " "bench: hvc: 1000 ops, 1000 exits, " \
+        "bench: mmio-write: 90 ops, 90 exits, " "bench: fault-2m: 16 ops, 16 exits, " \
+        "bench: relax-2m: 16 ops, 16 exits, " "bench: access-flag-2m: 16 ops, 16 exits, " \
+        "bench: touch-blocks: 16 ops, 8 exits, " "guest: bench: done" "NOT:guest: FAIL" \
+        -- --guest bench --smp 1 -icount shift=0,sleep=off -append "log=info bench=on"
+
+    boot_test "guest bench: brackets counted at EL2, 4K pages (guest.block=4K)" 0 \
+        "bench: fault-4k: 512 ops, 512 exits, " "bench: relax-4k: 512 ops, 512 exits, " \
+        "bench: access-flag-4k: 512 ops, 512 exits, " "bench: touch-4k: 16 ops, 4096 exits, " \
+        "guest: bench: done" "NOT:guest: FAIL" -- --guest bench --smp 1 --guest-args "block=4K" \
+        -icount shift=0,sleep=off -append "log=info bench=on guest.block=4K"
+
+    boot_test "guest bench without bench=on: the calls do not exist" 1 \
+        "guest: FAIL: bench: BENCH_NULL returned -1: boot the hypervisor with bench=on" \
+        "NOT:bench: calibrate" -- --guest bench --smp 1
+
     boot_test "guest exit: SYSTEM_OFF status becomes the run's" 7 \
         "guest: exit: status 7" "vm0/vcpu0: SYSTEM_OFF, status 7" -- --guest exit
 
@@ -133,11 +153,36 @@ guest_tests() {
         "vm: guest image of" "does not fit in the" -- --guest "$TEST_LOG_DIR/big.img" --mem 4M
 }
 
+# scripts/bench.sh itself: both runs twice, identical counts, every row of
+# its table present (values are not checked).
+bench_script_test() {
+    local name="smoke: scripts/bench.sh prints its table, two passes identical" log status=0 why=""
+    local row
+    log="$(log_path "$name")"
+    HYP_NO_BUILD=1 BENCH_DIR="$TEST_LOG_DIR/bench" RUN_TIMEOUT="${SMOKE_TIMEOUT:-30}" \
+        "$root/scripts/bench.sh" </dev/null >"$log" 2>&1 || status=$?
+    [[ $status == 0 ]] || why="exit status $status, expected 0"
+    for row in "| HVC round trip (null hypercall) | " "| lazy fault, 4K page | " \
+        "| lazy fault, 2M block | " "| permission relax (exec from a data page), 4K page | " \
+        "| access-flag fault, 2M block | " "| emulated console MMIO write (PL011 UARTDR) | " \
+        "| faults per MiB touched, blocks enabled (default) | " "two passes: identical counts." \
+        "report written to $TEST_LOG_DIR/bench/report.md"; do
+        grep -qF -- "$row" "$log" || why="${why:+$why; }missing output: $row"
+    done
+    if [[ -z "$why" ]]; then
+        pass "$name"
+    else
+        fail "$name" "$why (log: $log)"
+        tail -n 25 "$log" | sed 's/^/    | /'
+    fi
+}
+
 smoke_tests() {
     boot_test "4 CPUs online at EL2, exit 0" 0 \
         "cpu 0 online at EL2 (mpidr 0x0)" "cpu 1 online at EL2 (mpidr 0x1)" \
         "cpu 2 online at EL2 (mpidr 0x2)" "cpu 3 online at EL2 (mpidr 0x3)" \
         "all 4 CPUs online" "gic: v3, distributor" "psci: method smc" \
+        "pmu: PMUv3 (PMUVer 1), 6 event counters: counter 5 reserved for EL2 (MDCR_EL2.HPMN 5)" \
         "uart: pl011 at 0x9000000" "no guest to run" "done: exiting with status 0" "NOT:DEBUG" \
         -- --no-guest -smp 4
 
@@ -200,6 +245,7 @@ smoke_tests() {
 
     head -c 4194304 /dev/urandom >"$TEST_LOG_DIR/big.img"
     guest_tests
+    bench_script_test
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then

@@ -6,14 +6,14 @@ use core::fmt;
 
 use hvcore::bootargs::{BootArgError, BootArgs, LogLevel};
 use hvcore::PhysAddr;
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use crate::console::println;
 use crate::dtb::{self, DtbError};
 use crate::exit::{exit, ExitStatus};
 use crate::mm::{self, MmError};
 use crate::smp::{self, SmpError};
-use crate::{console, exception, gic, logger, vm};
+use crate::{console, exception, gic, logger, pmu, vm};
 
 /// Why boot stopped.
 #[derive(Debug)]
@@ -99,10 +99,18 @@ fn run(dtb: usize) -> Result<(), BootError> {
     mm::mmu::init(&platform).map_err(BootError::Mmu)?;
     gic::init(&platform);
     gic::init_cpu();
+    match pmu::init_cpu() {
+        Ok(pmu) => info!("pmu: {pmu}"),
+        Err(e) => warn!("pmu: {e}"),
+    }
 
     let online = smp::start_secondaries(&platform).map_err(BootError::Smp)?;
     info!("all {online} CPUs online");
 
+    if args.bench {
+        vm::enable_benchmarks();
+        info!("bench: benchmark hypercalls on (bench=on)");
+    }
     if let Some(fault) = args.fault {
         exception::inject(fault);
     }

@@ -16,6 +16,7 @@ mod logger;
 mod mm;
 mod panic;
 mod percpu;
+mod pmu;
 mod psci;
 mod semihost;
 mod smp;

@@ -126,6 +126,8 @@ pub fn secondary_main(id: CpuId) -> ! {
     // Same translation as the boot CPU before touching shared data.
     crate::mm::mmu::enable_secondary();
     crate::gic::init_cpu();
+    // The same PMU as the boot CPU's, which said what it found.
+    let _ = crate::pmu::init_cpu();
     let expected = percpu::current().mpidr();
     let actual = percpu::current_mpidr();
     if actual != expected {

@@ -85,6 +85,11 @@ impl VmStats {
         bump(&self.exits[reason as usize]);
     }
 
+    /// Exits of every reason so far.
+    pub fn exits_total(&self) -> u64 {
+        self.exits.iter().map(|n| n.load(Relaxed)).sum()
+    }
+
     /// Counts a stage-2 fault.
     pub fn fault(&self, kind: AbortKind, level: Option<u8>) {
         let level = usize::from(level.unwrap_or(0)).min(3);

@@ -9,7 +9,9 @@
 //! - `guest.mem=SIZE`: guest RAM in bytes, with an optional `K`, `M` or `G` suffix
 //!   (decimal, or hexadecimal with `0x`); a multiple of 2 MiB, at least 2 MiB;
 //! - `guest.smp=N`: number of vCPUs, 1 to [`MAX_GUEST_SMP`].
-//! - `guest.block=4K|2M|1G`: the largest block a stage-2 fault maps (default 1G).
+//! - `guest.block=4K|2M|1G`: the largest block a stage-2 fault maps (default 1G);
+//! - `bench=on|off`: answer the guest's benchmark hypercalls (`docs/guest-abi.md`;
+//!   default off, when they are `NOT_SUPPORTED` like any unknown function).
 //!
 //! Unknown keys are not errors (a later guest kernel command line may share
 //! the string); the caller can list them with [`BootArgs::unknown`].
@@ -86,7 +88,7 @@ pub const MAX_GUEST_SMP: usize = 8;
 
 /// The keys this parser knows; everything else is listed by
 /// [`BootArgs::unknown`].
-const KNOWN_KEYS: [&str; 8] = [
+const KNOWN_KEYS: [&str; 9] = [
     "log",
     "fault",
     "guest",
@@ -95,6 +97,7 @@ const KNOWN_KEYS: [&str; 8] = [
     "guest.block",
     "migrate",
     "migrate.window",
+    "bench",
 ];
 
 /// Most pre-copy rounds `migrate=` accepts.
@@ -127,6 +130,8 @@ pub struct BootArgs<'a> {
     /// between reading an entry and swapping it, so that vCPU faults race
     /// them (a test knob; 0..=[`MAX_MIGRATE_WINDOW`]).
     pub migrate_window: Option<u32>,
+    /// `bench=on`: the benchmark hypercalls are answered (default off).
+    pub bench: bool,
     source: &'a str,
 }
 
@@ -207,6 +212,7 @@ impl<'a> BootArgs<'a> {
             guest_block: None,
             migrate: None,
             migrate_window: None,
+            bench: false,
             source,
         };
         for (key, value) in params(source) {
@@ -224,6 +230,11 @@ impl<'a> BootArgs<'a> {
                     let fault = value.and_then(FaultInjection::parse);
                     args.fault = Some(fault.ok_or_else(|| bad(&FaultInjection::NAMES))?);
                 }
+                "bench" => match value {
+                    Some("on") => args.bench = true,
+                    Some("off") => args.bench = false,
+                    _ => return Err(bad(&["on", "off"])),
+                },
                 "guest" => match value {
                     Some("none") => args.guest_none = true,
                     _ => return Err(bad(&["none"])),
@@ -608,6 +619,21 @@ mod tests {
                     })
                 ),
                 "{line:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn bench_switch() {
+        assert!(!BootArgs::parse("").unwrap().bench);
+        assert!(BootArgs::parse("bench=on").unwrap().bench);
+        assert!(!BootArgs::parse("bench=on bench=off").unwrap().bench);
+        assert_eq!(BootArgs::parse("bench=on").unwrap().unknown().count(), 0);
+        for line in ["bench", "bench=", "bench=yes", "bench=ON"] {
+            let value = line.strip_prefix("bench=").unwrap_or("");
+            assert_eq!(
+                BootArgs::parse(line).unwrap_err().to_string(),
+                format!("bad boot argument `bench={value}`: expected bench=on|off")
             );
         }
     }
