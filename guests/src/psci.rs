@@ -21,6 +21,8 @@ pub const FEATURES: u32 = 0x8400_000a;
 pub const NOT_SUPPORTED: i64 = -1;
 /// `INVALID_PARAMETERS`.
 pub const INVALID_PARAMETERS: i64 = -2;
+/// PSCI/SMCCC `DENIED`.
+pub const DENIED: i64 = -3;
 /// `ALREADY_ON`.
 pub const ALREADY_ON: i64 = -4;
 /// `ON_PENDING`.

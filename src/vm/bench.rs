@@ -14,12 +14,13 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
-use hvcore::bench::{self, BenchCall, BenchId};
+use hvcore::bench::{self, BenchCall, BenchId, DirtyLogOp};
+use hvcore::dirty::DirtyPages;
 use hvcore::psci::ret;
 use log::warn;
-use pgtable::MmOps;
+use pgtable::{MemCache, MmOps};
 
-use super::machine::Vm;
+use super::machine::{Vm, RAM_IPA};
 use crate::console::println;
 use crate::percpu::{self, MAX_CPUS};
 use crate::pmu;
@@ -82,7 +83,63 @@ pub fn hypercall(vm: &Vm, call: BenchCall) -> i64 {
             stop(vm, id, ops, end)
         }
         BenchCall::Age { ipa, size } => age(vm, ipa, size),
+        BenchCall::DirtyLog { op } => dirty_log(vm, op),
         BenchCall::Invalid { .. } => ret::INVALID_PARAMETERS,
+    }
+}
+
+/// `BENCH_DIRTY_LOG`: dirty logging of guest RAM on or off, or a
+/// get-and-clear metered by itself (printed as `dirty-log`, pages taken as
+/// the operations). Refused (`DENIED`) while a migration owns the log.
+fn dirty_log(vm: &Vm, op: DirtyLogOp) -> i64 {
+    let Some((index, _)) = vm.slots.find_indexed(RAM_IPA) else {
+        return ret::INVALID_PARAMETERS;
+    };
+    let log = &vm.logs[index];
+    if vm.migration.is_some() {
+        return ret::DENIED;
+    }
+    match op {
+        DirtyLogOp::Enable => {
+            let mut cache = MemCache::new();
+            if cache.topup(&vm.s2mm, log.pages_to_enable()).is_err() {
+                cache.drain(&vm.s2mm);
+                return ret::INTERNAL_FAILURE;
+            }
+            let enabled = log.enable(&mut vm.stage2.write(), &mut cache);
+            cache.drain(&vm.s2mm);
+            match enabled {
+                Ok(_) => ret::SUCCESS,
+                Err(e) => {
+                    warn!("vm{}: bench: enabling the dirty log: {e}", vm.id);
+                    ret::INTERNAL_FAILURE
+                }
+            }
+        }
+        DirtyLogOp::GetAndClear if !log.is_enabled() => ret::DENIED,
+        DirtyLogOp::GetAndClear => {
+            // Room for every bitmap word first: no allocation is metered.
+            let mut pages = DirtyPages::for_log(log);
+            let start = pmu::el2_instructions();
+            let cleared = log.get_and_clear(&vm.stage2.read(), &mut pages);
+            let instructions = pmu::between(start, pmu::el2_instructions());
+            match cleared {
+                Ok(c) => {
+                    if pmu::available() {
+                        report("dirty-log", c.pages, 0, instructions, 0);
+                    }
+                    i64::try_from(c.pages).unwrap_or(i64::MAX)
+                }
+                Err(e) => {
+                    warn!("vm{}: bench: get-and-clear: {e}", vm.id);
+                    ret::INTERNAL_FAILURE
+                }
+            }
+        }
+        DirtyLogOp::Disable => {
+            log.disable();
+            ret::SUCCESS
+        }
     }
 }
 

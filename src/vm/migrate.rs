@@ -25,6 +25,7 @@ use crate::exit::{exit, ExitStatus};
 use crate::gic;
 use crate::mm;
 use crate::percpu::{self, CpuId};
+use crate::pmu;
 
 /// Stop pre-copying once a round takes at most this many pages.
 const STOP_AT_PAGES: u64 = 16;
@@ -192,6 +193,20 @@ fn run(vm: &'static Vm, m: &Migration) {
         age: true,
     };
     let mut cache = MemCache::new();
+    let mut reporter = Reporter {
+        pauser: &pauser,
+        state: &m.state,
+        cpu: me,
+        race_window: m.cfg.race_window,
+        counter: if pmu::available() {
+            pmu::el2_instructions()
+        } else {
+            0
+        },
+        instructions: 0,
+        cleared_pages: 0,
+        clearing_instructions: 0,
+    };
     let result = engine::migrate(
         &vm.stage2,
         log,
@@ -199,12 +214,7 @@ fn run(vm: &'static Vm, m: &Migration) {
         &mut cache,
         &pauser,
         &mut copier,
-        &mut Reporter {
-            pauser: &pauser,
-            state: &m.state,
-            cpu: me,
-            race_window: m.cfg.race_window,
-        },
+        &mut reporter,
     );
     s2mm::set_race_window(me, 0);
     if m.cfg.race_window > 0 {
@@ -223,6 +233,14 @@ fn run(vm: &'static Vm, m: &Migration) {
         "migrate: {} rounds beside the guest, {} pages copied in all, {} lost races retried by write-protect walks ({} blocks split when logging began)",
         report.rounds, report.pages_copied, report.retried, report.enabled.blocks_split
     );
+    if pmu::available() && reporter.cleared_pages > 0 {
+        info!(
+            "migrate: get-and-clear of those rounds: {} EL2 instructions for {} pages ({} per 1,000 pages)",
+            reporter.clearing_instructions,
+            reporter.cleared_pages,
+            reporter.clearing_instructions * 1000 / reporter.cleared_pages
+        );
+    }
     if let Some(offset) = report.mismatch {
         error!(
             "migrate: FAIL: the copy differs from guest RAM at IPA {:#x}",
@@ -243,10 +261,31 @@ struct Reporter<'p> {
     state: &'p AtomicU8,
     cpu: CpuId,
     race_window: u32,
+    /// The EL2 instruction counter as last read, and the 64-bit total.
+    counter: u32,
+    instructions: u64,
+    /// Pages and EL2 instructions of the get-and-clears of the rounds run
+    /// beside the guest.
+    cleared_pages: u64,
+    clearing_instructions: u64,
 }
 
 impl Observer for Reporter<'_> {
+    fn meter(&mut self) -> u64 {
+        if !pmu::available() {
+            return 0;
+        }
+        let now = pmu::el2_instructions();
+        self.instructions += pmu::between(self.counter, now);
+        self.counter = now;
+        self.instructions
+    }
+
     fn round(&mut self, r: &RoundReport) {
+        if let Phase::Round(_) = r.phase {
+            self.cleared_pages += r.cleared.pages;
+            self.clearing_instructions += r.cost;
+        }
         if r.phase == Phase::Full {
             self.state.store(LOGGING, Ordering::Release);
         }

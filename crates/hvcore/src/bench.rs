@@ -21,6 +21,21 @@ pub mod fid {
     pub const STOP: u32 = 0xc600_0002;
     /// `BENCH_AGE(ipa, size)`: clears the stage-2 access flags of a RAM range.
     pub const AGE: u32 = 0xc600_0003;
+    /// `BENCH_DIRTY_LOG(op)`: dirty logging of RAM on, a metered
+    /// get-and-clear, or off ([`super::DirtyLogOp`]).
+    pub const DIRTY_LOG: u32 = 0xc600_0004;
+}
+
+/// What `BENCH_DIRTY_LOG` does (its `x1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirtyLogOp {
+    /// Turn dirty logging of guest RAM on (split, write-protect).
+    Enable = 0,
+    /// Get and clear the log; the hypervisor prints the instructions the
+    /// get-and-clear alone took (`bench: dirty-log: ...`).
+    GetAndClear = 1,
+    /// Turn it off.
+    Disable = 2,
 }
 
 /// What a bracket measures: its `x1` in `BENCH_START`/`BENCH_STOP`, and the
@@ -123,8 +138,13 @@ pub enum BenchCall {
         /// Size in bytes.
         size: u64,
     },
-    /// A benchmark function with an id no bracket has: answer
-    /// `INVALID_PARAMETERS`.
+    /// `BENCH_DIRTY_LOG(op)`.
+    DirtyLog {
+        /// What to do.
+        op: DirtyLogOp,
+    },
+    /// A benchmark function with an id no bracket has (or an operation
+    /// `BENCH_DIRTY_LOG` does not know): answer `INVALID_PARAMETERS`.
     Invalid {
         /// The function id (`w0`).
         fid: u32,
@@ -151,6 +171,18 @@ pub const fn decode(regs: &[u64; 4]) -> Option<BenchCall> {
         fid::AGE => BenchCall::Age {
             ipa: regs[1],
             size: regs[2],
+        },
+        fid::DIRTY_LOG => match regs[1] {
+            0 => BenchCall::DirtyLog {
+                op: DirtyLogOp::Enable,
+            },
+            1 => BenchCall::DirtyLog {
+                op: DirtyLogOp::GetAndClear,
+            },
+            2 => BenchCall::DirtyLog {
+                op: DirtyLogOp::Disable,
+            },
+            _ => BenchCall::Invalid { fid },
         },
         _ => return None,
     })
@@ -241,9 +273,32 @@ mod tests {
     }
 
     #[test]
+    fn dirty_log_operations() {
+        let ops = [
+            DirtyLogOp::Enable,
+            DirtyLogOp::GetAndClear,
+            DirtyLogOp::Disable,
+        ];
+        for op in ops {
+            assert_eq!(
+                call([0xc600_0004, op as u64, 0, 0]),
+                Some(BenchCall::DirtyLog { op })
+            );
+        }
+        for raw in [3, 4, u64::MAX] {
+            assert_eq!(
+                call([0xc600_0004, raw, 0, 0]),
+                Some(BenchCall::Invalid {
+                    fid: fid::DIRTY_LOG
+                })
+            );
+        }
+    }
+
+    #[test]
     fn other_functions_are_not_ours() {
         for fid in [
-            0xc600_0004u32, // next in the range: not implemented
+            0xc600_0005u32, // next in the range: not implemented
             0xc600_ffff,
             0x8600_0000, // SMC32 forms
             0x8600_0001,
@@ -300,11 +355,11 @@ mod tests {
             let mut regs = regs;
             regs[0] = u64::from(0xc600_0000 + f) | (regs[0] & !0xffff_ffff);
             match call(regs) {
-                None => prop_assert!(f > 3),
+                None => prop_assert!(f > 4),
                 Some(BenchCall::Start { id } | BenchCall::Stop { id, .. }) => {
                     prop_assert_eq!(id as u64, regs[1]);
                 }
-                Some(_) => prop_assert!(f <= 3),
+                Some(_) => prop_assert!(f <= 4),
             }
         }
 

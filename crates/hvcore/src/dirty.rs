@@ -97,6 +97,16 @@ impl DirtyPages {
         Self::default()
     }
 
+    /// An empty set with room for all of `log`'s pages, so that a
+    /// get-and-clear into it allocates nothing.
+    #[must_use]
+    pub fn for_log(log: &DirtyLog) -> Self {
+        Self {
+            base: log.base,
+            words: Vec::with_capacity(log.words.len()),
+        }
+    }
+
     /// How many pages.
     #[must_use]
     pub fn count(&self) -> u64 {

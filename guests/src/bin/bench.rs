@@ -32,6 +32,10 @@ const START: u32 = 0xc600_0001;
 const STOP: u32 = 0xc600_0002;
 /// `BENCH_AGE(ipa, size)`.
 const AGE: u32 = 0xc600_0003;
+/// `BENCH_DIRTY_LOG(op)`: 0 on, 1 get-and-clear (metered), 2 off.
+const DIRTY_LOG: u32 = 0xc600_0004;
+/// Pages written with dirty logging on before the metered get-and-clear.
+const DIRTY_PAGES: u64 = 1024;
 
 /// Bracket ids (`docs/guest-abi.md`).
 mod id {
@@ -280,6 +284,37 @@ fn main(p: &Platform) {
         TOUCH_MIB * MIB / PAGE,
         PAGE,
     );
+    if !pages {
+        // Dirty logging of RAM on (blocks split, pages write-protected), one
+        // write fault per page that marks it, then one get-and-clear that
+        // the hypervisor meters itself (no bracket) as `dirty-log`. It also
+        // takes the pages this guest's own stack dirtied meanwhile.
+        let got = call(DIRTY_LOG, 0, 0);
+        check!(got == 0, "bench: BENCH_DIRTY_LOG(on) returned {got}");
+        write_each(t, DIRTY_PAGES, PAGE);
+        let got = call(DIRTY_LOG, 1, 0);
+        check!(
+            got >= DIRTY_PAGES as i64,
+            "bench: BENCH_DIRTY_LOG(get-and-clear) took {got} pages, expected at least {DIRTY_PAGES}"
+        );
+        let again = call(DIRTY_LOG, 1, 0);
+        check!(
+            (0..16).contains(&again),
+            "bench: a second get-and-clear took {again} pages: the first did not clear"
+        );
+        let got = call(DIRTY_LOG, 2, 0);
+        check!(got == 0, "bench: BENCH_DIRTY_LOG(off) returned {got}");
+        refused(
+            "BENCH_DIRTY_LOG(get-and-clear) with logging off",
+            call(DIRTY_LOG, 1, 0),
+            psci::DENIED,
+        );
+        refused(
+            "BENCH_DIRTY_LOG(7)",
+            call(DIRTY_LOG, 7, 0),
+            psci::INVALID_PARAMETERS,
+        );
+    }
     println!(
         "guest: bench: done ({} faults per bracket on {} KiB {})",
         count,
