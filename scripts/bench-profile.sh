@@ -47,7 +47,10 @@ def symbol(pc):
     i = bisect.bisect_right(addrs, pc) - 1
     return syms[i][1] if i >= 0 else "?"
 
-keys = re.findall(r"^bench: ([a-z0-9-]+): ", open(runlog).read(), re.M)
+# Bracketed measurements only: one metered inside the hypervisor (no
+# BENCH_START, `bracket 0`, e.g. dirty-log) has no bracket in the trace.
+keys = [m.group(1) for m in re.finditer(r"^bench: ([a-z0-9-]+): .*bracket (\d+)", open(runlog).read(), re.M)
+        if m.group(2) != "0"]
 
 # Each exit: (read the PMU, reported a bracket, instructions by function).
 exits, names, cur = [], {}, None

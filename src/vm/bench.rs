@@ -91,6 +91,7 @@ pub fn hypercall(vm: &Vm, call: BenchCall) -> i64 {
 /// `BENCH_DIRTY_LOG`: dirty logging of guest RAM on or off, or a
 /// get-and-clear metered by itself (printed as `dirty-log`, pages taken as
 /// the operations). Refused (`DENIED`) while a migration owns the log.
+#[inline(never)]
 fn dirty_log(vm: &Vm, op: DirtyLogOp) -> i64 {
     let Some((index, _)) = vm.slots.find_indexed(RAM_IPA) else {
         return ret::INVALID_PARAMETERS;
@@ -144,6 +145,7 @@ fn dirty_log(vm: &Vm, op: DirtyLogOp) -> i64 {
 }
 
 /// Closes this CPU's bracket `id` with the counter at `end`, and prints it.
+#[inline(never)]
 fn stop(vm: &Vm, id: BenchId, ops: u64, end: u32) -> i64 {
     let bracket = &BRACKETS[percpu::current_id().index()];
     let exits_now = vm.stats.exits_total();
@@ -200,6 +202,7 @@ pub fn report(key: &str, ops: u64, exits: u64, instructions: u64, bracket: u64) 
 /// `BENCH_AGE`: clears the access flag of every leaf mapping the range (a
 /// shared walk, as a real aging pass would do while vCPUs run), then
 /// invalidates the TLB so the next access takes an access-flag fault.
+#[inline(never)]
 fn age(vm: &Vm, ipa: u64, size: u64) -> i64 {
     if !bench::age_range_ok(vm.ram(), ipa, size) {
         return ret::INVALID_PARAMETERS;

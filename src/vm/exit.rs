@@ -1,7 +1,7 @@
 //! Every exit from a guest starts here: the syndrome says why, and one handler serves it.
 
 use aarch64_cpu::registers::{Readable, ESR_EL2};
-use hvcore::esr::{Esr, ExceptionClass};
+use hvcore::esr::{ec, ExceptionClass};
 use hvcore::psci::ret;
 use log::warn;
 
@@ -52,26 +52,29 @@ fn dispatch(vm: &'static machine::Vm, frame: &mut TrapFrame, vector: Vector) {
         return;
     }
     let esr = ESR_EL2.get();
-    match Esr::decode(esr).class {
-        ExceptionClass::Hvc64 => {
+    // The class alone picks the handler; each decodes what it needs (the
+    // fault path its abort), so the syndrome is not decoded twice.
+    match ESR_EL2::EC.read(esr) as u8 {
+        ec::HVC64 => {
             vm.stats.exit(ExitReason::Hvc);
             psci::hypercall(vm, frame);
         }
-        ExceptionClass::Smc64 => {
+        ec::SMC64 => {
             // Trapped by HCR_EL2.TSC; ELR points at the SMC itself.
             vm.stats.exit(ExitReason::Smc);
             frame.regs[0] = ret::NOT_SUPPORTED as u64;
             frame.elr += 4;
         }
-        ExceptionClass::DataAbortLower => {
+        ec::DABT_LOWER => {
             vm.stats.exit(ExitReason::DataAbort);
             fault::guest_abort(vm, frame, esr);
         }
-        ExceptionClass::InstrAbortLower => {
+        ec::IABT_LOWER => {
             vm.stats.exit(ExitReason::InstructionAbort);
             fault::guest_abort(vm, frame, esr);
         }
-        class => {
+        raw => {
+            let class = ExceptionClass::from_bits(raw);
             vm.stats.exit(ExitReason::Other);
             warn!(
                 "vm{}/vcpu{}: unhandled exit ({class}) at pc {:#x}: injecting an undefined instruction",

@@ -12,11 +12,20 @@ use crate::percpu;
 /// Handles the hypercall in `frame` (`x0`-`x3`), leaving the result in `x0`.
 pub fn hypercall(vm: &'static Vm, frame: &mut TrapFrame) {
     let args = [frame.regs[0], frame.regs[1], frame.regs[2], frame.regs[3]];
-    if let Some(call) = hvcore::bench::decode(&args).filter(|_| bench::enabled()) {
-        frame.regs[0] = bench::hypercall(vm, call) as u64;
-        return;
+    if bench::enabled() {
+        if let Some(call) = hvcore::bench::decode(&args) {
+            frame.regs[0] = bench::hypercall(vm, call) as u64;
+            return;
+        }
     }
-    let result = match psci::decode(&args) {
+    frame.regs[0] = standard(vm, &args) as u64;
+}
+
+/// PSCI and anything unknown. Kept out of line: its many arms would
+/// otherwise make every hypercall save the registers they need.
+#[inline(never)]
+fn standard(vm: &'static Vm, args: &[u64; 4]) -> i64 {
+    match psci::decode(args) {
         Call::Psci(PsciCall::Version) => psci::VERSION_1_0 as i64,
         Call::Psci(PsciCall::Features { fid }) => psci::features(fid),
         Call::Psci(PsciCall::CpuOn {
@@ -49,8 +58,7 @@ pub fn hypercall(vm: &'static Vm, frame: &mut TrapFrame) {
             debug!("vm{}: unknown hypercall {fid:#x}: NOT_SUPPORTED", vm.id);
             ret::NOT_SUPPORTED
         }
-    };
-    frame.regs[0] = result as u64;
+    }
 }
 
 /// Ends the run: statistics, then exit with the guest's status (or a

@@ -5,6 +5,19 @@
 
 use core::fmt;
 
+/// Raw `ESR_ELx.EC` values of the classes a guest exit dispatches on (the
+/// exit path matches these directly: no decode on the hot path).
+pub mod ec {
+    /// `HVC` from AArch64.
+    pub const HVC64: u8 = 0x16;
+    /// `SMC` from AArch64.
+    pub const SMC64: u8 = 0x17;
+    /// Instruction abort from a lower exception level.
+    pub const IABT_LOWER: u8 = 0x20;
+    /// Data abort from a lower exception level.
+    pub const DABT_LOWER: u8 = 0x24;
+}
+
 /// Exception class: `ESR_ELx.EC`, bits \[31:26\].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExceptionClass {
@@ -108,16 +121,16 @@ impl ExceptionClass {
             0x12 => Self::Hvc32,
             0x13 => Self::Smc32,
             0x15 => Self::Svc64,
-            0x16 => Self::Hvc64,
-            0x17 => Self::Smc64,
+            ec::HVC64 => Self::Hvc64,
+            ec::SMC64 => Self::Smc64,
             0x18 => Self::SysReg,
             0x19 => Self::Sve,
             0x1a => Self::Eret,
             0x1c => Self::PacFail,
-            0x20 => Self::InstrAbortLower,
+            ec::IABT_LOWER => Self::InstrAbortLower,
             0x21 => Self::InstrAbortCurrent,
             0x22 => Self::PcAlignment,
-            0x24 => Self::DataAbortLower,
+            ec::DABT_LOWER => Self::DataAbortLower,
             0x25 => Self::DataAbortCurrent,
             0x26 => Self::SpAlignment,
             0x28 => Self::Fp32,
