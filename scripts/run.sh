@@ -6,7 +6,7 @@
 #
 # Options (before, after or among the QEMU arguments):
 #   --guest NAME|FILE   the guest: a test guest by name (guests/src/bin/NAME.rs:
-#                       hello touch smp rom relax noslot psci exit bench) or any raw
+#                       hello touch smp rom relax noslot psci exit migrate bench) or any raw
 #                       aarch64 image, e.g. an arm64 Linux Image (a path; a
 #                       file named like a test guest needs a ./). Default: smp.
 #                       It goes to QEMU as -initrd.
