@@ -261,6 +261,7 @@ pub fn create(cfg: &VmConfig<'_>) -> Result<&'static Vm, VmError> {
     };
     let vm = VM.call_once(|| vm);
     // CPUs waiting in `vcpu::idle` look again: one may have a job now.
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
     aarch64_cpu::asm::sev();
     Ok(vm)
 }

@@ -46,9 +46,13 @@ pub struct MigrationConfig {
 
 const PENDING: u8 = 0;
 const RUNNING: u8 = 1;
-/// Logging is on and the full copy made: the pre-copy rounds run.
+/// Logging is on and the full copy made: the pre-copy rounds run (and the
+/// ager with them).
 const LOGGING: u8 = 2;
-const DONE: u8 = 3;
+/// The vCPUs are being paused for the final round.
+const FINAL: u8 = 3;
+/// The copy was compared (the guest may power off from now on).
+const DONE: u8 = 4;
 
 /// A VM's migration job.
 #[derive(Debug)]
@@ -233,7 +237,8 @@ fn run(vm: &'static Vm, m: &Migration) {
         "migrate: {} rounds beside the guest, {} pages copied in all, {} lost races retried by write-protect walks ({} blocks split when logging began)",
         report.rounds, report.pages_copied, report.retried, report.enabled.blocks_split
     );
-    if pmu::available() && reporter.cleared_pages > 0 {
+    // (Without -icount, QEMU counts no instructions: say nothing then.)
+    if reporter.clearing_instructions > 0 && reporter.cleared_pages > 0 {
         info!(
             "migrate: get-and-clear of those rounds: {} EL2 instructions for {} pages ({} per 1,000 pages)",
             reporter.clearing_instructions,
@@ -289,11 +294,18 @@ impl Observer for Reporter<'_> {
         if r.phase == Phase::Full {
             self.state.store(LOGGING, Ordering::Release);
         }
-        if r.phase == Phase::Final {
-            // The vCPUs are paused: the ager stops too.
-            self.state.store(RUNNING, Ordering::Release);
-        }
         report_round(r, self.pauser);
+    }
+
+    fn pausing(&mut self) {
+        // The ager stops: the engine is about to take the write lock once,
+        // which back-to-back read locks would starve.
+        self.state.store(FINAL, Ordering::Release);
+    }
+
+    fn compared(&mut self, _mismatch: Option<u64>) {
+        // The copy was checked: a guest may power off from here on.
+        self.state.store(DONE, Ordering::Release);
     }
 
     fn clearing(&mut self, active: bool) {

@@ -101,6 +101,10 @@ pub fn pause(vm: &Vm) -> Result<Paused, GicError> {
 /// Lets the vCPUs run again.
 pub fn resume(vm: &Vm) {
     vm.pause.requested.store(false, SeqCst);
+    // The store must be visible before the event wakes a parked CPU, or it
+    // may read the request still set and wait for good: `stlr` does not
+    // order a later `sev`, a `dsb` does.
+    aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
     aarch64_cpu::asm::sev();
 }
 

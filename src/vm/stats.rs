@@ -99,7 +99,9 @@ impl VmStats {
     /// Counts what a fault walk did: leaves installed, pages marked dirty.
     pub fn served(&self, served: &Served) {
         for (counter, &n) in self.mapped.iter().zip(&served.mapped) {
-            counter.fetch_add(n, Relaxed);
+            if n != 0 {
+                counter.fetch_add(n, Relaxed);
+            }
         }
         if served.marked {
             bump(&self.marked_dirty);

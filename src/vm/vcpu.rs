@@ -122,6 +122,8 @@ pub fn cpu_on(vm: &Vm, target: u64, entry: u64, context: u64) -> i64 {
             // Release: the target CPU sees entry and context once it sees
             // the vCPU pending (it takes it with acquire).
             vcpu.state.store(ON_PENDING, Ordering::Release);
+            // Visible before the event wakes the target (see `pause::resume`).
+            aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISH);
             aarch64_cpu::asm::sev();
             ret::SUCCESS
         }

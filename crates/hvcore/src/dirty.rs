@@ -30,6 +30,14 @@
 //! write-protected the page and invalidated the TLB before copying, so the
 //! write either completed before the copy or faults and marks again.
 //!
+//! "No get-and-clear took the mark yet" needs a later get-and-clear: the
+//! last one of a migration must come after every mark of a fault that made
+//! a page writable. Pausing the vCPUs is not enough (a vCPU can be between
+//! its relax and its mark while another writes through the new entry):
+//! `crate::migrate` also takes the write lock once after the pause, which
+//! waits for every fault in flight, since each fault reads the log state
+//! and marks under one read lock.
+//!
 //! Memory ordering: a mark is a release `fetch_or` after the relax's
 //! compare-and-swap; the take is an acquire swap. A take that sees a mark
 //! therefore sees the relaxed entry when it reads it to write-protect it.
@@ -297,6 +305,10 @@ impl DirtyLog {
     /// invalidates the TLB, all before returning: once this returns, any
     /// write to a page in `out` that the caller does not see in a copy made
     /// afterwards faults and marks the page again.
+    ///
+    /// Logging must stay enabled from before the take until after the copy:
+    /// with it off, a fault may map a block over the pages being protected
+    /// (`crate::s2fault`), and the protection would miss it.
     ///
     /// # Errors
     ///

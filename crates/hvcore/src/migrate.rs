@@ -12,9 +12,11 @@
 //!    access flags, as a host's page reclaim does beside a migration), then
 //!    get-and-clear the log (shared walks, read lock, vCPUs running) and
 //!    copy the pages it returned;
-//! 4. pause the vCPUs, get-and-clear once more and copy those pages: the
-//!    copy must now equal the slot byte for byte ([`Report::mismatch`]);
-//!    disable logging and resume the vCPUs.
+//! 4. pause the vCPUs, wait out the faults they were serving (a write lock
+//!    taken once: each fault marks before it leaves the read lock),
+//!    get-and-clear once more and copy those pages: the copy must now equal
+//!    the slot byte for byte ([`Report::mismatch`]); disable logging and
+//!    resume the vCPUs.
 
 use core::fmt;
 
@@ -45,7 +47,9 @@ impl<M: MmOps> Stage2Lock<M> for RwLock<Stage2<M>> {
 /// The vCPUs of the VM whose memory migrates.
 pub trait Vcpus {
     /// Stops every vCPU from running guest code; returns once none does
-    /// and none will until [`Vcpus::resume`].
+    /// and none will until [`Vcpus::resume`]. A vCPU may still be serving
+    /// a fault in the hypervisor: the engine drains those itself (see
+    /// [`migrate`]).
     fn pause(&self);
     /// Lets them run again.
     fn resume(&self);
@@ -72,6 +76,12 @@ pub trait Observer {
     /// right after (e.g. to arm a test knob for its walks only).
     fn clearing(&mut self, active: bool) {
         let _ = active;
+    }
+    /// Called right before the vCPUs are paused for the final round.
+    fn pausing(&mut self) {}
+    /// Called with the comparison's result, before the vCPUs resume.
+    fn compared(&mut self, mismatch: Option<u64>) {
+        let _ = mismatch;
     }
 }
 
@@ -218,33 +228,17 @@ pub(crate) fn migrate_with<M: MmOps>(
         cost: 0,
     });
 
-    let mut pages = DirtyPages::new();
-    let mut round = |phase, report: &mut Report| -> Result<u64, MigrateError> {
-        observer.clearing(true);
-        let cost_before = observer.meter();
-        let cleared = s2.with_shared(|tree| log.get_and_clear_with(tree, &mut pages, protect));
-        let cost = observer.meter().wrapping_sub(cost_before);
-        observer.clearing(false);
-        let cleared = cleared?;
-        for offset in pages.offsets() {
-            copier.copy(offset, PAGE_SIZE);
-        }
-        report.pages_copied += cleared.pages;
-        report.retried += cleared.retried;
-        observer.round(&RoundReport {
-            phase,
-            pages: cleared.pages,
-            cleared,
-            cost,
-        });
-        Ok(cleared.pages)
+    let mut pages = DirtyPages::for_log(log);
+    let mut round = Round {
+        log,
+        pages: &mut pages,
+        protect,
     };
-
     for n in 1..=cfg.max_rounds {
         let aged = if cfg.age { age(s2, log) } else { Ok(()) };
         let taken = aged.map_err(MigrateError::from).and_then(|()| {
             report.rounds = n;
-            round(Phase::Round(n), &mut report)
+            round.run(s2, Phase::Round(n), &mut report, copier, observer)
         });
         match taken {
             Ok(taken) if taken <= cfg.stop_at => break,
@@ -256,14 +250,63 @@ pub(crate) fn migrate_with<M: MmOps>(
         }
     }
 
+    observer.pausing();
     vcpus.pause();
-    let last = round(Phase::Final, &mut report);
+    // No guest code runs now, but a vCPU may still be serving a write
+    // fault: entry made writable, page not marked yet, and the guest
+    // (another vCPU) may already have written through it. The final take
+    // must see that mark, for there is no round after it. Every fault holds
+    // the read lock from reading the log's state until after its mark, so
+    // taking the write lock once waits them all out; no new fault can start
+    // (no guest code runs).
+    s2.with_exclusive(|_| ());
+    let last = round.run(s2, Phase::Final, &mut report, copier, observer);
     if last.is_ok() {
         report.mismatch = copier.first_difference();
+        observer.compared(report.mismatch);
     }
     log.disable();
     vcpus.resume();
     last.map(|_| report)
+}
+
+/// One get-and-clear and the copy of what it took.
+struct Round<'a> {
+    log: &'a DirtyLog,
+    pages: &'a mut DirtyPages,
+    protect: Protect,
+}
+
+impl Round<'_> {
+    /// Runs the round; returns how many pages it took.
+    fn run<M: MmOps>(
+        &mut self,
+        s2: &impl Stage2Lock<M>,
+        phase: Phase,
+        report: &mut Report,
+        copier: &mut impl Copier,
+        observer: &mut impl Observer,
+    ) -> Result<u64, MigrateError> {
+        observer.clearing(true);
+        let cost_before = observer.meter();
+        let cleared =
+            s2.with_shared(|tree| self.log.get_and_clear_with(tree, self.pages, self.protect));
+        let cost = observer.meter().wrapping_sub(cost_before);
+        observer.clearing(false);
+        let cleared = cleared?;
+        for offset in self.pages.offsets() {
+            copier.copy(offset, PAGE_SIZE);
+        }
+        report.pages_copied += cleared.pages;
+        report.retried += cleared.retried;
+        observer.round(&RoundReport {
+            phase,
+            pages: cleared.pages,
+            cleared,
+            cost,
+        });
+        Ok(cleared.pages)
+    }
 }
 
 /// Clears the slot's access flags, as a host's page reclaim does.
