@@ -104,10 +104,22 @@ impl<M: MmOps> Stage2<M> {
     /// Skip data-cache maintenance when mapping guest memory (the CPU has
     /// FEAT_S2FWB, or the platform is coherent).
     pub fn set_skip_cmo(&mut self, skip: bool) {
-        self.flags = if skip {
-            WalkFlags::SKIP_CMO
+        self.set_flag(WalkFlags::SKIP_CMO, skip);
+    }
+
+    /// Whether map and unmap may handle runs of entries in one visitor
+    /// call (the default), or must visit every entry on its own. Host
+    /// builds only: tests check that both give the same trees.
+    #[cfg(any(test, feature = "host"))]
+    pub fn set_runs(&mut self, runs: bool) {
+        self.set_flag(WalkFlags::NO_RUNS, !runs);
+    }
+
+    fn set_flag(&mut self, flag: WalkFlags, on: bool) {
+        self.flags = if on {
+            self.flags.union(flag)
         } else {
-            WalkFlags::default()
+            self.flags.without(flag)
         };
     }
 
@@ -329,6 +341,20 @@ impl<'t, M: MmOps, A: Mode> Ops<'t, M, A> {
         Ok(Leaf { pte, level })
     }
 
+    /// Bytes of `[ipa, ipa + size)` that leaves map (a read-only walk of
+    /// every leaf in the range).
+    ///
+    /// # Errors
+    ///
+    /// Range errors.
+    pub fn mapped_bytes(&self, ipa: u64, size: u64) -> Result<u64, Error> {
+        let mut v = ops::CountMapped::default();
+        self.s2
+            .tree
+            .walk(ipa, size, &mut v, A::ACCESS, WalkFlags::LEAF)?;
+        Ok(v.bytes)
+    }
+
     fn attr(
         &self,
         ipa: u64,
@@ -461,16 +487,17 @@ impl<M: MmOps, A: NotFault> Ops<'_, M, A> {
 
 impl<M: MmOps> Ops<'_, M, Exclusive> {
     /// Unmaps the range (splitting blocks it covers in part, with pages
-    /// from `cache`) and frees tables that become empty. Returns the bytes
-    /// that were mapped.
+    /// from `cache`) and frees tables that become empty. A table the range
+    /// covers whole goes at once, without reading its leaves (when none
+    /// needs cache maintenance); [`Ops::mapped_bytes`] tells, beforehand,
+    /// how much of the range was mapped.
     ///
     /// # Errors
     ///
     /// Range errors, [`Error::NoMemory`] when a split needs a page.
-    pub fn unmap(&self, ipa: u64, size: u64, cache: &mut MemCache) -> Result<u64, Error> {
+    pub fn unmap(&self, ipa: u64, size: u64, cache: &mut MemCache) -> Result<(), Error> {
         let mut v = ops::Unmap::<pte::Stage2> {
             cache,
-            unmapped: 0,
             format: PhantomData,
         };
         let flags = WalkFlags::LEAF
@@ -479,8 +506,7 @@ impl<M: MmOps> Ops<'_, M, Exclusive> {
             .union(self.s2.flags);
         self.s2
             .tree
-            .walk(ipa, size, &mut v, crate::policy::Access::Exclusive, flags)?;
-        Ok(v.unmapped)
+            .walk(ipa, size, &mut v, crate::policy::Access::Exclusive, flags)
     }
 }
 
