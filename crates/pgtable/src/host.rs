@@ -152,7 +152,16 @@ impl HostMm {
         }
     }
 
+    #[inline]
     fn layout(count: usize) -> Layout {
+        // One page, the common case (every table page), computed once.
+        const ONE: Layout = match Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize) {
+            Ok(layout) => layout,
+            Err(_) => panic!("page layout"),
+        };
+        if count == 1 {
+            return ONE;
+        }
         let size = count * PAGE_SIZE as usize;
         Layout::from_size_align(size, size).expect("page layout")
     }

@@ -395,10 +395,8 @@ impl<M: MmOps, F: Format> Visitor<M> for Unmap<'_, F> {
             }
             if unlinked > 0 {
                 let below = level.next().expect("a table is never at the last level");
-                let ctx = run.at(done, Pte::INVALID);
-                for &pa in &tables[..unlinked] {
-                    ctx.retire_subtree(pa, below);
-                }
+                run.at(done, Pte::INVALID)
+                    .retire_subtrees(&tables[..unlinked], below);
             }
             done += n;
             if let Some(outcome) = stop {

@@ -172,6 +172,25 @@ impl<M: MmOps> VisitCtx<'_, M> {
         self.entry.store(new.bits(), Ordering::Release);
     }
 
+    /// Frees subtrees this visit unlinked, each as [`VisitCtx::retire_subtree`]
+    /// does (all below entries of this level), moving the counters once.
+    pub(crate) fn retire_subtrees(&self, tables: &[u64], level: Level) {
+        if self.access.is_shared() {
+            for &pa in tables {
+                self.retire_subtree(pa, level);
+            }
+            return;
+        }
+        let mut freed = 0;
+        for &pa in tables {
+            // SAFETY: as in `retire_subtree`: each entry that linked one of
+            // these subtrees was replaced (and the TLB invalidated) by this
+            // exclusive walk, so no other walker can be inside them.
+            freed += unsafe { free_subtree_uncounted(self.mm, self.stats, pa, level) };
+        }
+        self.stats.tables_freed(freed);
+    }
+
     /// Frees a table page this visit unlinked after finding every entry of
     /// it invalid, as [`VisitCtx::retire_subtree`] does. Nothing can be
     /// below an empty table, so it is freed as a last-level table is: its
@@ -599,14 +618,31 @@ pub(crate) unsafe fn free_below<M: MmOps>(
 ///
 /// As [`free_below`], and the page itself came from `mm` as one page.
 pub(crate) unsafe fn free_subtree<M: MmOps>(mm: &M, stats: &Stats, table_pa: u64, level: Level) {
+    // SAFETY: forwarded from the caller.
+    let freed = unsafe { free_subtree_uncounted(mm, stats, table_pa, level) };
+    stats.tables_freed(freed);
+}
+
+/// [`free_subtree`] without updating the counters: returns the pages freed.
+///
+/// # Safety
+///
+/// As [`free_subtree`].
+#[must_use]
+unsafe fn free_subtree_uncounted<M: MmOps>(
+    mm: &M,
+    stats: &Stats,
+    table_pa: u64,
+    level: Level,
+) -> i64 {
     // SAFETY: the caller guarantees the page is allocated and ours alone.
     let table = unsafe { Table::new(mm, table_pa, crate::geometry::ENTRIES_PER_TABLE) };
     // SAFETY: forwarded from the caller.
     let below = unsafe { free_below(mm, stats, table, level) };
-    stats.tables_freed(below + 1);
     // SAFETY: allocated by `mm` as one page, reachable by nobody (caller's
     // contract), everything below freed above.
     unsafe { mm.free_pages(table_pa, 1) };
+    below + 1
 }
 
 #[cfg(test)]
