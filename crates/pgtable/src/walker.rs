@@ -15,8 +15,8 @@
 //!   TLB, then store the new entry. No CPU or walker sees both translations.
 //! - Table pages a shared walk unlinks are freed only once no shared walker
 //!   can be inside them (`crate::defer`).
-//! - A *run* ([`Visitor::visit_run`]) visits several entries of one table in
-//!   one call, through the same [`VisitCtx`] per entry, and hands every
+//! - A *run* (`Visitor::visit_run`) visits several entries of one table in
+//!   one call, through the same `VisitCtx` per entry, and hands every
 //!   outcome to the policy as a single visit would. The walker offers runs
 //!   only where the per-entry path would not descend after the visit: at
 //!   the last level (nothing is below), or in an exclusive walk (nobody but
