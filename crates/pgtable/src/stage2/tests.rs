@@ -571,7 +571,11 @@ fn dump(s2: &Stage2<HostMm>) -> Vec<(u8, u64, u64)> {
 /// mode, with and without cache maintenance).
 #[test]
 fn runs_and_single_visits_build_the_same_trees() {
-    for skip_cmo in [false, true] {
+    // Miri: the skipped-maintenance trees only (where both map and unmap
+    // runs are taken), compared every few operations (each dump visits
+    // every entry of every table).
+    let modes: &[bool] = if cfg!(miri) { &[true] } else { &[false, true] };
+    for &skip_cmo in modes {
         let (mut fast, mut fast_cache, fast_mm) = tree();
         let (mut slow, mut slow_cache, slow_mm) = tree();
         fast.set_skip_cmo(skip_cmo);
@@ -662,7 +666,7 @@ fn runs_and_single_visits_build_the_same_trees() {
                 format!("{:?}", s.exclusive().unmap(0, 8 * G1, c))
             }),
         ];
-        for (what, op) in ops {
+        for (i, (what, op)) in ops.iter().enumerate() {
             let what = format!("{what} (skip_cmo {skip_cmo})");
             let got = op(&mut fast, &mut fast_cache);
             assert_eq!(got, op(&mut slow, &mut slow_cache), "{what}");
@@ -672,7 +676,9 @@ fn runs_and_single_visits_build_the_same_trees() {
                 what.starts_with("same page, fault"),
                 "{what}: {got}"
             );
-            assert_eq!(dump(&fast), dump(&slow), "{what}");
+            if !cfg!(miri) || i % 4 == 3 || i == ops.len() - 1 {
+                assert_eq!(dump(&fast), dump(&slow), "{what}");
+            }
             assert_eq!(fast.stats(), slow.stats(), "{what}");
             let (fast_ev, slow_ev) = (fast_mm.take_events(), slow_mm.take_events());
             let cmos = |ev: &[MmEvent]| -> Vec<MmEvent> {
