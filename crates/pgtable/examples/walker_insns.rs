@@ -99,7 +99,28 @@ fn op(state: &mut State, what: &str, base: u64, pages: bool) {
                         Constraints::empty(),
                     )
                     .expect("unmap"),
-                _ => panic!("baseline: map or unmap only"),
+                "walk" => {
+                    let mut young = false;
+                    m.walk_range(&region, &mut |_, d, _| {
+                        young |= d.flags().contains(Stage2Attributes::ACCESS_FLAG);
+                        Ok(())
+                    })
+                    .expect("walk_range");
+                    black_box(young);
+                }
+                "wrprotect" => m
+                    .modify_range(&region, &|_, d| {
+                        if d.flags().contains(Stage2Attributes::VALID) {
+                            d.modify_flags(
+                                Stage2Attributes::empty(),
+                                Stage2Attributes::S2AP_ACCESS_WO,
+                            )
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .expect("modify_range"),
+                _ => panic!("unknown operation {what}"),
             }
         }
     }
