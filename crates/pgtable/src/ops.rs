@@ -424,6 +424,7 @@ pub(crate) struct Attr {
 
 impl<M: MmOps> Visitor<M> for Attr {
     const POLICY: &'static Policy = &policy::ATTR;
+    const RUNS: bool = true;
 
     fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
         let old = ctx.old;
@@ -443,17 +444,67 @@ impl<M: MmOps> Visitor<M> for Attr {
             ctx.mm.tlb_flush_addr(start, ctx.level);
         } else {
             let end = start + ctx.size();
-            self.reduced = Some(match self.reduced {
-                Some((lo, hi)) => (lo.min(start), hi.max(end)),
-                None => (start, end),
-            });
+            self.reduce(start, end);
         }
         Ok(())
+    }
+
+    /// `visit` on each entry in turn, reporting the same outcomes, with
+    /// the pending flush's range grown once for the entries it changed
+    /// (they are contiguous). Not when each change is invalidated at once
+    /// (`flush_each`: relaxing one page). A table entry (a walk of leaves
+    /// descends into it) goes the per-entry way.
+    fn visit_run(&mut self, run: &RunCtx<'_, M>) -> RunEnd {
+        if self.flush_each {
+            return RunEnd::DECLINED;
+        }
+        let mut end = RunEnd {
+            done: run.len(),
+            outcome: None,
+        };
+        for i in 0..run.len() {
+            let old = run.read(i);
+            if old.is_table(run.level) {
+                end.done = i;
+                break;
+            }
+            let outcome = if old.is_locked() {
+                Some(Outcome::LostRace)
+            } else if !old.is_valid() {
+                Some(Outcome::Unmapped)
+            } else {
+                let new = old.with(self.set, self.clear);
+                if new == old {
+                    Some(Outcome::Unchanged)
+                } else {
+                    run.at(i, old).try_set(new).err()
+                }
+            };
+            if outcome.is_some() {
+                end = RunEnd { done: i, outcome };
+                break;
+            }
+        }
+        if end.done > 0 {
+            let size = run.level.entry_size();
+            self.reduce(run.addr, run.addr + end.done as u64 * size);
+        }
+        end
+    }
+}
+
+impl Attr {
+    /// Adds `[start, end)` to the range the pending flush must invalidate.
+    fn reduce(&mut self, start: u64, end: u64) {
+        self.reduced = Some(match self.reduced {
+            Some((lo, hi)) => (lo.min(start), hi.max(end)),
+            None => (start, end),
+        });
     }
 }
 
 /// [`Attr`] under the wrong policy [`policy::ATTR_SKIPPING_LOST_RACES`]:
-/// the negative control of the dirty-log tests.
+/// the negative control of the dirty-log tests (entry by entry: no runs).
 #[cfg(any(test, feature = "host"))]
 pub(crate) struct AttrSkippingLostRaces(pub(crate) Attr);
 

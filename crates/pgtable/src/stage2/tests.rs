@@ -564,11 +564,11 @@ fn dump(s2: &Stage2<HostMm>) -> Vec<(u8, u64, u64)> {
     d.0
 }
 
-/// Map and unmap visit runs of entries in one call, or every entry on its
-/// own when runs are off: both give the same trees, the same results and
-/// the same counters, from the same sequence of operations (over empty
-/// ranges, over existing pages and blocks, in part and whole, in every
-/// mode, with and without cache maintenance).
+/// Map, unmap and write-protect visit runs of entries in one call, or
+/// every entry on its own when runs are off: both give the same trees, the
+/// same results and the same counters, from the same sequence of
+/// operations (over empty ranges, over existing pages and blocks, in part
+/// and whole, in every mode, with and without cache maintenance).
 #[test]
 fn runs_and_single_visits_build_the_same_trees() {
     // Miri: the skipped-maintenance trees only (where both map and unmap
@@ -655,6 +655,33 @@ fn runs_and_single_visits_build_the_same_trees() {
                         c
                     )
                 )
+            }),
+            ("wrprotect across pages and blocks", |s, c| {
+                let _ = c;
+                let r = s.exclusive().wrprotect(G1 + M2 - 5 * K4, 4 * M2);
+                let txt = format!("{r:?}");
+                if let Ok(f) = r {
+                    s.complete(f);
+                }
+                txt
+            }),
+            ("wrprotect again, shared, partly protected", |s, c| {
+                let _ = c;
+                let r = s.shared().wrprotect(G1, 6 * M2);
+                let txt = format!("{r:?}");
+                if let Ok(f) = r {
+                    s.complete(f);
+                }
+                txt
+            }),
+            ("wrprotect holes and pages, shared", |s, c| {
+                let _ = c;
+                let r = s.shared().wrprotect(3 * G1 - M2, 3 * M2);
+                let txt = format!("{r:?}");
+                if let Ok(f) = r {
+                    s.complete(f);
+                }
+                txt
             }),
             ("unmap in part", |s, c| {
                 format!("{:?}", s.exclusive().unmap(G1 + 3 * K4, M2, c))
