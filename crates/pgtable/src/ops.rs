@@ -525,6 +525,7 @@ pub(crate) struct Age {
 
 impl<M: MmOps> Visitor<M> for Age {
     const POLICY: &'static Policy = &policy::AGE;
+    const RUNS: bool = true;
 
     fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
         let old = ctx.old;
@@ -539,6 +540,33 @@ impl<M: MmOps> Visitor<M> for Age {
             }
         }
         Ok(())
+    }
+
+    /// `visit` on each entry in turn, with the same outcomes (invalid:
+    /// unmapped; a lost compare-and-swap: lost-race). A table entry (a walk
+    /// of leaves descends into it) goes the per-entry way.
+    fn visit_run(&mut self, run: &RunCtx<'_, M>) -> RunEnd {
+        for i in 0..run.len() {
+            let old = run.read(i);
+            if old.is_table(run.level) {
+                return RunEnd {
+                    done: i,
+                    outcome: None,
+                };
+            }
+            if let Err(outcome) =
+                <Self as Visitor<M>>::visit(self, &run.at(i, old), VisitKind::Leaf)
+            {
+                return RunEnd {
+                    done: i,
+                    outcome: Some(outcome),
+                };
+            }
+        }
+        RunEnd {
+            done: run.len(),
+            outcome: None,
+        }
     }
 }
 

@@ -107,7 +107,7 @@ impl<M: MmOps> Stage2<M> {
         self.set_flag(WalkFlags::SKIP_CMO, skip);
     }
 
-    /// Whether map, unmap and write-protect may handle runs of entries in one visitor
+    /// Whether map, unmap, write-protect and aging may handle runs of entries in one visitor
     /// call (the default), or must visit every entry on its own. Host
     /// builds only: tests check that both give the same trees.
     #[cfg(any(test, feature = "host"))]
@@ -369,14 +369,19 @@ impl<'t, M: MmOps, A: Mode> Ops<'t, M, A> {
             flush_each,
             reduced: None,
         };
-        // Leaves only; no cache maintenance to skip, but runs may be off.
-        let flags = if self.s2.flags.contains(WalkFlags::NO_RUNS) {
+        self.s2
+            .tree
+            .walk(ipa, size, &mut v, A::ACCESS, self.leaf_flags())?;
+        Ok(v.reduced)
+    }
+
+    /// A walk of leaves: no cache maintenance to skip, but runs may be off.
+    fn leaf_flags(&self) -> WalkFlags {
+        if self.s2.flags.contains(WalkFlags::NO_RUNS) {
             WalkFlags::LEAF.union(WalkFlags::NO_RUNS)
         } else {
             WalkFlags::LEAF
-        };
-        self.s2.tree.walk(ipa, size, &mut v, A::ACCESS, flags)?;
-        Ok(v.reduced)
+        }
     }
 
     /// Adds the permissions in `prot` (R, W, X) to the leaf mapping `ipa`,
@@ -457,7 +462,7 @@ impl<M: MmOps, A: NotFault> Ops<'_, M, A> {
         };
         self.s2
             .tree
-            .walk(ipa, size, &mut v, A::ACCESS, WalkFlags::LEAF)?;
+            .walk(ipa, size, &mut v, A::ACCESS, self.leaf_flags())?;
         Ok(v.young)
     }
 

@@ -564,7 +564,7 @@ fn dump(s2: &Stage2<HostMm>) -> Vec<(u8, u64, u64)> {
     d.0
 }
 
-/// Map, unmap and write-protect visit runs of entries in one call, or
+/// Map, unmap, write-protect and aging visit runs of entries in one call, or
 /// every entry on its own when runs are off: both give the same trees, the
 /// same results and the same counters, from the same sequence of
 /// operations (over empty ranges, over existing pages and blocks, in part
@@ -682,6 +682,21 @@ fn runs_and_single_visits_build_the_same_trees() {
                     s.complete(f);
                 }
                 txt
+            }),
+            ("age, clearing, exclusive", |s, c| {
+                let _ = c;
+                format!("{:?}", s.exclusive().test_clear_young(G1, 6 * M2, true))
+            }),
+            ("age again, shared, over pages and holes", |s, c| {
+                let _ = c;
+                format!(
+                    "{:?}",
+                    s.shared().test_clear_young(3 * G1 - M2, 3 * M2, true)
+                )
+            }),
+            ("age, not clearing, over old pages", |s, c| {
+                let _ = c;
+                format!("{:?}", s.shared().test_clear_young(3 * G1, M2, false))
             }),
             ("unmap in part", |s, c| {
                 format!("{:?}", s.exclusive().unmap(G1 + 3 * K4, M2, c))
