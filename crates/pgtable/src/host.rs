@@ -63,6 +63,8 @@ struct Inner {
     live: Mutex<HashMap<u64, usize>>,
     events: Mutex<Vec<MmEvent>>,
     recording: AtomicBool,
+    /// Keep the live-page map and the page limit (off only for benchmarks).
+    tracking: AtomicBool,
     limit: AtomicUsize,
     allocated: AtomicUsize,
     tlbis: AtomicU64,
@@ -84,6 +86,7 @@ impl HostMm {
     pub fn new() -> HostMm {
         let mm = HostMm::default();
         mm.inner.recording.store(true, Relaxed);
+        mm.inner.tracking.store(true, Relaxed);
         mm.inner.limit.store(usize::MAX, Relaxed);
         mm.inner.yield_on_relax.store(true, Relaxed);
         mm
@@ -94,6 +97,17 @@ impl HostMm {
     pub fn quiet() -> HostMm {
         let mm = HostMm::new();
         mm.inner.recording.store(false, Relaxed);
+        mm
+    }
+
+    /// Without the event log and without the live-page map (so without
+    /// the leak and double-free checks and the page limit): pages come from
+    /// and go straight back to the heap, as a benchmark's baseline
+    /// allocates them. TLB and cache operations are still counted.
+    #[must_use]
+    pub fn untracked() -> HostMm {
+        let mm = HostMm::quiet();
+        mm.inner.tracking.store(false, Relaxed);
         mm
     }
 
@@ -131,13 +145,23 @@ impl HostMm {
         self.inner.cmos.load(Relaxed)
     }
 
+    #[inline]
     fn record(&self, event: MmEvent) {
         if self.inner.recording.load(Relaxed) {
             self.inner.events.lock().unwrap().push(event);
         }
     }
 
+    #[inline]
     fn layout(count: usize) -> Layout {
+        // One page, the common case (every table page), computed once.
+        const ONE: Layout = match Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize) {
+            Ok(layout) => layout,
+            Err(_) => panic!("page layout"),
+        };
+        if count == 1 {
+            return ONE;
+        }
         let size = count * PAGE_SIZE as usize;
         Layout::from_size_align(size, size).expect("page layout")
     }
@@ -149,7 +173,8 @@ impl HostMm {
 // readable, writable, aligned pointer to them.
 unsafe impl MmOps for HostMm {
     fn zalloc_pages(&self, count: usize) -> Option<u64> {
-        if self.inner.allocated.load(Relaxed) + count > self.inner.limit.load(Relaxed) {
+        let tracking = self.inner.tracking.load(Relaxed);
+        if tracking && self.inner.allocated.load(Relaxed) + count > self.inner.limit.load(Relaxed) {
             return None;
         }
         // SAFETY: the layout has a non-zero size.
@@ -158,23 +183,28 @@ unsafe impl MmOps for HostMm {
             return None;
         }
         let pa = ptr as u64;
-        self.inner.allocated.fetch_add(count, Relaxed);
-        self.inner.live.lock().unwrap().insert(pa, count);
+        if tracking {
+            self.inner.allocated.fetch_add(count, Relaxed);
+            self.inner.live.lock().unwrap().insert(pa, count);
+        }
         self.record(MmEvent::Alloc { pa, count });
         Some(pa)
     }
 
     unsafe fn free_pages(&self, pa: u64, count: usize) {
-        let was = self.inner.live.lock().unwrap().remove(&pa);
-        assert_eq!(
-            was,
-            Some(count),
-            "free of {pa:#x} x{count}: not a live allocation (double free?)"
-        );
-        self.inner.allocated.fetch_sub(count, Relaxed);
+        if self.inner.tracking.load(Relaxed) {
+            let was = self.inner.live.lock().unwrap().remove(&pa);
+            assert_eq!(
+                was,
+                Some(count),
+                "free of {pa:#x} x{count}: not a live allocation (double free?)"
+            );
+            self.inner.allocated.fetch_sub(count, Relaxed);
+        }
         self.record(MmEvent::Free { pa, count });
         // SAFETY: `pa` is a live allocation of `count` pages made by
-        // `zalloc_pages` with this layout (checked above); the caller
+        // `zalloc_pages` with this layout (checked above when tracking;
+        // otherwise the caller's contract alone says so); the caller
         // guarantees nothing uses it any more.
         unsafe { dealloc(pa as *mut u8, Self::layout(count)) };
     }

@@ -110,13 +110,14 @@ impl<M: MmOps> Hyp<M> {
         result
     }
 
-    /// Unmaps `[va, va + size)`, freeing tables that become empty; returns
-    /// the bytes that were mapped.
+    /// Unmaps `[va, va + size)`, freeing tables that become empty (a
+    /// table the range covers whole goes at once, without reading its
+    /// leaves; [`Hyp::mapped_bytes`] tells beforehand what was mapped).
     ///
     /// # Errors
     ///
     /// Range errors, [`Error::NoMemory`] if a block must be split.
-    pub fn unmap(&mut self, va: u64, size: u64) -> Result<u64, Error> {
+    pub fn unmap(&mut self, va: u64, size: u64) -> Result<(), Error> {
         self.tree.check_range(va, size)?;
         let mut cache = MemCache::new();
         // At most two blocks are cut in part (at each end), each needing
@@ -124,18 +125,27 @@ impl<M: MmOps> Hyp<M> {
         let result = cache.topup(&self.tree.mm, 6).and_then(|()| {
             let mut v = ops::Unmap::<pte::El2> {
                 cache: &mut cache,
-                unmapped: 0,
                 format: PhantomData,
             };
             let flags = WalkFlags::LEAF
                 .union(WalkFlags::TABLE_PRE)
                 .union(WalkFlags::TABLE_POST);
-            self.tree
-                .walk(va, size, &mut v, Access::Exclusive, flags)
-                .map(|()| v.unmapped)
+            self.tree.walk(va, size, &mut v, Access::Exclusive, flags)
         });
         cache.drain(&self.tree.mm);
         result
+    }
+
+    /// Bytes of `[va, va + size)` that leaves map (a read-only walk).
+    ///
+    /// # Errors
+    ///
+    /// Range errors.
+    pub fn mapped_bytes(&self, va: u64, size: u64) -> Result<u64, Error> {
+        let mut v = ops::CountMapped::default();
+        self.tree
+            .walk(va, size, &mut v, Access::Shared, WalkFlags::LEAF)?;
+        Ok(v.bytes)
     }
 
     /// Translates `va` through the tree: the physical address and the
@@ -213,13 +223,19 @@ mod tests {
             Ok(Some((0x4000_0000, Prot::RWX)))
         );
         // Unmap frees what becomes empty, splitting a block in part.
-        assert_eq!(hyp.unmap(0x0900_0000, 0x1000), Ok(0x1000));
-        assert_eq!(hyp.unmap(0x4000_0000, 0x1000), Ok(0x1000));
+        assert_eq!(hyp.mapped_bytes(0x0900_0000, 0x1000), Ok(0x1000));
+        assert_eq!(hyp.unmap(0x0900_0000, 0x1000), Ok(()));
+        assert_eq!(hyp.mapped_bytes(0x4000_0000, 0x1000), Ok(0x1000));
+        assert_eq!(hyp.unmap(0x4000_0000, 0x1000), Ok(()));
         assert_eq!(
             hyp.translate(0x4000_1000),
             Ok(Some((0x4000_1000, Prot::RWX)))
         );
-        assert_eq!(hyp.unmap(0x4000_0000, 0x40_0000), Ok(0x40_0000 - 0x1000));
+        assert_eq!(
+            hyp.mapped_bytes(0x4000_0000, 0x40_0000),
+            Ok(0x40_0000 - 0x1000)
+        );
+        assert_eq!(hyp.unmap(0x4000_0000, 0x40_0000), Ok(()));
         assert_eq!(hyp.stats().table_pages, 0);
         assert_eq!(mm.live_pages(), 1, "only the root is left");
         hyp.destroy();

@@ -8,7 +8,7 @@ use crate::mm::{MemCache, MmOps};
 use crate::policy::{self, Access, Outcome, Policy};
 use crate::pte::{Format, Pte, AF};
 use crate::table::Table;
-use crate::walker::{VisitCtx, VisitKind, Visitor, WalkFlags};
+use crate::walker::{RunCtx, RunEnd, VisitCtx, VisitKind, Visitor, WalkFlags};
 
 /// Leaves installed, by level.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,7 +30,11 @@ impl Mapped {
     }
 
     fn add(&mut self, level: Level) {
-        self.by_level[level.get() as usize] += 1;
+        self.add_n(level, 1);
+    }
+
+    fn add_n(&mut self, level: Level, n: usize) {
+        self.by_level[level.get() as usize] += n as u64;
     }
 }
 
@@ -197,6 +201,7 @@ impl<F: Format> Map<'_, F> {
 
 impl<M: MmOps, F: Format> Visitor<M> for Map<'_, F> {
     const POLICY: &'static Policy = &policy::MAP;
+    const RUNS: bool = true;
 
     fn visit(&mut self, ctx: &VisitCtx<'_, M>, kind: VisitKind) -> Result<(), Outcome> {
         match kind {
@@ -205,6 +210,46 @@ impl<M: MmOps, F: Format> Visitor<M> for Map<'_, F> {
             VisitKind::TablePre if self.replace && self.leaf_fits(ctx) => self.collapse(ctx),
             VisitKind::TablePre | VisitKind::TablePost => Ok(()),
         }
+    }
+
+    /// The common case of a map, in one loop: empty entries that each
+    /// become a leaf. `leaf_fits` is the same for every entry of the run
+    /// (each is wholly covered, and the output address advances by the
+    /// entry size), so it is checked once; an empty entry then takes
+    /// `install_leaf`'s empty-entry branch: clean, then set. Anything else
+    /// (a leaf, a table, a lock) is left to `visit`.
+    fn visit_run(&mut self, run: &RunCtx<'_, M>) -> RunEnd {
+        let size = run.level.entry_size();
+        let pa = self.pa_at(run.addr);
+        if !run.level.can_be_leaf() || size > self.max_size || pa & (size - 1) != 0 {
+            return RunEnd::DECLINED;
+        }
+        // Every leaf of the run is this one with the output address moved
+        // on by whole entries (`check_output` keeps it inside the field).
+        let first = Pte::leaf_at(self.attrs, pa, run.level);
+        let mut end = RunEnd {
+            done: run.len(),
+            outcome: None,
+        };
+        for i in 0..run.len() {
+            let old = run.read(i);
+            if old != Pte::INVALID {
+                end.done = i;
+                break;
+            }
+            let new = Pte::from_bits(first.bits() + i as u64 * size);
+            let ctx = run.at(i, old);
+            clean_leaf::<M, F>(&ctx, new);
+            if let Err(outcome) = ctx.try_set(new) {
+                end = RunEnd {
+                    done: i,
+                    outcome: Some(outcome),
+                };
+                break;
+            }
+        }
+        self.mapped.add_n(run.level, end.done);
+        end
     }
 }
 
@@ -235,12 +280,25 @@ impl<M: MmOps> Visitor<M> for Probe {
 /// and frees tables that become empty. Exclusive only.
 pub(crate) struct Unmap<'c, F> {
     pub(crate) cache: &'c mut MemCache,
-    pub(crate) unmapped: u64,
     pub(crate) format: PhantomData<F>,
 }
 
+impl<F: Format> Unmap<'_, F> {
+    /// Whether no leaf needs cache maintenance as it leaves (so a covered
+    /// table may go whole, and a run may invalidate the TLB once for many
+    /// entries: the clean must follow each leaf's invalidation).
+    fn no_cmo(flags: WalkFlags) -> bool {
+        !F::HAS_CMO || flags.contains(WalkFlags::SKIP_CMO)
+    }
+}
+
+/// Entries an unmap run clears before one TLB invalidation and the freeing
+/// of the tables it unlinked (their addresses wait in a buffer this long).
+const UNMAP_CHUNK: usize = 64;
+
 impl<M: MmOps, F: Format> Visitor<M> for Unmap<'_, F> {
     const POLICY: &'static Policy = &policy::UNMAP;
+    const RUNS: bool = true;
 
     fn visit(&mut self, ctx: &VisitCtx<'_, M>, kind: VisitKind) -> Result<(), Outcome> {
         let old = ctx.old;
@@ -253,16 +311,12 @@ impl<M: MmOps, F: Format> Visitor<M> for Unmap<'_, F> {
                     ctx.mm.tlb_flush_addr(ctx.addr, ctx.level);
                 }
                 clean_leaf::<M, F>(ctx, old);
-                self.unmapped += ctx.size();
                 Ok(())
             }
             // A table the range covers whole, when no leaf below needs cache
             // maintenance: unlink it at once, one range invalidation for
-            // all its leaves, then count and free it off-line.
-            VisitKind::TablePre
-                if ctx.covers_entry()
-                    && (!F::HAS_CMO || ctx.flags.contains(WalkFlags::SKIP_CMO)) =>
-            {
+            // all its leaves, then free it.
+            VisitKind::TablePre if ctx.covers_entry() && Self::no_cmo(ctx.flags) => {
                 let below = ctx
                     .level
                     .next()
@@ -272,11 +326,6 @@ impl<M: MmOps, F: Format> Visitor<M> for Unmap<'_, F> {
                     ctx.mm
                         .tlb_flush_range(ctx.level.align_down(ctx.addr), ctx.size());
                 }
-                // SAFETY: the subtree was just unlinked (exclusive walk, so
-                // nobody else is inside it) and its TLB entries invalidated.
-                self.unmapped += unsafe {
-                    crate::walker::mapped_bytes(ctx.mm, ctx.stats, old.output_address(), below)
-                };
                 ctx.retire_subtree(old.output_address(), below);
                 Ok(())
             }
@@ -289,15 +338,74 @@ impl<M: MmOps, F: Format> Visitor<M> for Unmap<'_, F> {
                     // Walk caches may hold the table entry.
                     ctx.mm
                         .tlb_flush_addr(ctx.level.align_down(ctx.addr), ctx.level);
-                    let below = ctx
-                        .level
-                        .next()
-                        .expect("a table is never at the last level");
-                    ctx.retire_subtree(old.output_address(), below);
+                    ctx.retire_empty_table(old.output_address());
                 }
                 Ok(())
             }
             VisitKind::TablePre => Ok(()),
+        }
+    }
+
+    /// Valid leaves, and (when the walk visits tables pre-order) tables,
+    /// cleared as `visit` clears them when the range covers them, which it
+    /// does for every entry of a run. The TLB is invalidated once per chunk
+    /// of entries, over the chunk's range, after the chunk is cleared and
+    /// before the tables it unlinked are freed; never when a leaf needs
+    /// cache maintenance (`visit` cleans each leaf after its invalidation).
+    /// An empty entry reports `unmapped`, as `visit` does.
+    fn visit_run(&mut self, run: &RunCtx<'_, M>) -> RunEnd {
+        if !Self::no_cmo(run.flags) {
+            return RunEnd::DECLINED;
+        }
+        let (level, size) = (run.level, run.level.entry_size());
+        let tables_too = run.flags.contains(WalkFlags::TABLE_PRE);
+        let mut done = 0;
+        while done < run.len() {
+            let chunk = (run.len() - done).min(UNMAP_CHUNK);
+            let mut tables = [0u64; UNMAP_CHUNK];
+            let mut unlinked = 0;
+            let mut stop = None;
+            let mut n = 0;
+            while n < chunk {
+                let old = run.read(done + n);
+                if !old.is_valid() {
+                    // Empty: `unmapped`. Locked: never in an exclusive walk;
+                    // `visit` says what it is.
+                    stop = Some((!old.is_locked()).then_some(Outcome::Unmapped));
+                    break;
+                }
+                let table = old.is_table(level);
+                if table && !tables_too {
+                    stop = Some(None);
+                    break;
+                }
+                if let Err(outcome) = run.at(done + n, old).try_set(Pte::INVALID) {
+                    stop = Some(Some(outcome));
+                    break;
+                }
+                if table {
+                    tables[unlinked] = old.output_address();
+                    unlinked += 1;
+                }
+                n += 1;
+            }
+            if n > 0 && !run.flags.contains(WalkFlags::SKIP_BBM_TLBI) {
+                run.mm
+                    .tlb_flush_range(run.addr + done as u64 * size, n as u64 * size);
+            }
+            if unlinked > 0 {
+                let below = level.next().expect("a table is never at the last level");
+                run.at(done, Pte::INVALID)
+                    .retire_subtrees(&tables[..unlinked], below);
+            }
+            done += n;
+            if let Some(outcome) = stop {
+                return RunEnd { done, outcome };
+            }
+        }
+        RunEnd {
+            done,
+            outcome: None,
         }
     }
 }
@@ -316,6 +424,7 @@ pub(crate) struct Attr {
 
 impl<M: MmOps> Visitor<M> for Attr {
     const POLICY: &'static Policy = &policy::ATTR;
+    const RUNS: bool = true;
 
     fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
         let old = ctx.old;
@@ -335,17 +444,67 @@ impl<M: MmOps> Visitor<M> for Attr {
             ctx.mm.tlb_flush_addr(start, ctx.level);
         } else {
             let end = start + ctx.size();
-            self.reduced = Some(match self.reduced {
-                Some((lo, hi)) => (lo.min(start), hi.max(end)),
-                None => (start, end),
-            });
+            self.reduce(start, end);
         }
         Ok(())
+    }
+
+    /// `visit` on each entry in turn, reporting the same outcomes, with
+    /// the pending flush's range grown once for the entries it changed
+    /// (they are contiguous). Not when each change is invalidated at once
+    /// (`flush_each`: relaxing one page). A table entry (a walk of leaves
+    /// descends into it) goes the per-entry way.
+    fn visit_run(&mut self, run: &RunCtx<'_, M>) -> RunEnd {
+        if self.flush_each {
+            return RunEnd::DECLINED;
+        }
+        let mut end = RunEnd {
+            done: run.len(),
+            outcome: None,
+        };
+        for i in 0..run.len() {
+            let old = run.read(i);
+            if old.is_table(run.level) {
+                end.done = i;
+                break;
+            }
+            let outcome = if old.is_locked() {
+                Some(Outcome::LostRace)
+            } else if !old.is_valid() {
+                Some(Outcome::Unmapped)
+            } else {
+                let new = old.with(self.set, self.clear);
+                if new == old {
+                    Some(Outcome::Unchanged)
+                } else {
+                    run.at(i, old).try_set(new).err()
+                }
+            };
+            if outcome.is_some() {
+                end = RunEnd { done: i, outcome };
+                break;
+            }
+        }
+        if end.done > 0 {
+            let size = run.level.entry_size();
+            self.reduce(run.addr, run.addr + end.done as u64 * size);
+        }
+        end
+    }
+}
+
+impl Attr {
+    /// Adds `[start, end)` to the range the pending flush must invalidate.
+    fn reduce(&mut self, start: u64, end: u64) {
+        self.reduced = Some(match self.reduced {
+            Some((lo, hi)) => (lo.min(start), hi.max(end)),
+            None => (start, end),
+        });
     }
 }
 
 /// [`Attr`] under the wrong policy [`policy::ATTR_SKIPPING_LOST_RACES`]:
-/// the negative control of the dirty-log tests.
+/// the negative control of the dirty-log tests (entry by entry: no runs).
 #[cfg(any(test, feature = "host"))]
 pub(crate) struct AttrSkippingLostRaces(pub(crate) Attr);
 
@@ -366,6 +525,7 @@ pub(crate) struct Age {
 
 impl<M: MmOps> Visitor<M> for Age {
     const POLICY: &'static Policy = &policy::AGE;
+    const RUNS: bool = true;
 
     fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
         let old = ctx.old;
@@ -380,6 +540,33 @@ impl<M: MmOps> Visitor<M> for Age {
             }
         }
         Ok(())
+    }
+
+    /// `visit` on each entry in turn, with the same outcomes (invalid:
+    /// unmapped; a lost compare-and-swap: lost-race). A table entry (a walk
+    /// of leaves descends into it) goes the per-entry way.
+    fn visit_run(&mut self, run: &RunCtx<'_, M>) -> RunEnd {
+        for i in 0..run.len() {
+            let old = run.read(i);
+            if old.is_table(run.level) {
+                return RunEnd {
+                    done: i,
+                    outcome: None,
+                };
+            }
+            if let Err(outcome) =
+                <Self as Visitor<M>>::visit(self, &run.at(i, old), VisitKind::Leaf)
+            {
+                return RunEnd {
+                    done: i,
+                    outcome: Some(outcome),
+                };
+            }
+        }
+        RunEnd {
+            done: run.len(),
+            outcome: None,
+        }
     }
 }
 
@@ -442,7 +629,7 @@ impl<M: MmOps> Visitor<M> for Split<'_> {
     }
 }
 
-/// Adds up the bytes the valid leaves of a walk map.
+/// Adds up the bytes of the walk's range that valid leaves map.
 #[derive(Default)]
 pub(crate) struct CountMapped {
     pub(crate) bytes: u64,
@@ -453,22 +640,28 @@ impl<M: MmOps> Visitor<M> for CountMapped {
 
     fn visit(&mut self, ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
         if ctx.old.is_valid() {
-            self.bytes += ctx.size();
+            // Only the part inside the range: a block may stick out.
+            let leaf_end = ctx.level.align_down(ctx.addr) + ctx.size();
+            self.bytes += leaf_end.min(ctx.end) - ctx.addr;
         }
         Ok(())
     }
 }
 
-/// Frees the table below each table entry, after its children (post-order).
-/// Only walks over unreachable tables use it (see `walker::free_below`).
-pub(crate) struct Free;
+/// Frees the table below each table entry, after its children (post-order),
+/// and counts the pages. Only walks over unreachable tables use it (see
+/// `walker::free_below`).
+#[derive(Default)]
+pub(crate) struct Free {
+    pub(crate) freed: i64,
+}
 
 impl<M: MmOps> Visitor<M> for Free {
     const POLICY: &'static Policy = &policy::FREE;
 
     fn visit(&mut self, ctx: &VisitCtx<'_, M>, kind: VisitKind) -> Result<(), Outcome> {
         if kind == VisitKind::TablePost {
-            ctx.stats.table_freed();
+            self.freed += 1;
             // SAFETY: a free walk runs only over tables nobody can reach
             // (`free_below`'s contract); the walker has finished with this
             // child table, and it was allocated by `ctx.mm` as one page.

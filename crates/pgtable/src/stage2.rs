@@ -117,10 +117,22 @@ impl<M: MmOps> Stage2<M> {
     /// Skip data-cache maintenance when mapping guest memory (the CPU has
     /// FEAT_S2FWB, or the platform is coherent).
     pub fn set_skip_cmo(&mut self, skip: bool) {
-        self.flags = if skip {
-            WalkFlags::SKIP_CMO
+        self.set_flag(WalkFlags::SKIP_CMO, skip);
+    }
+
+    /// Whether map, unmap, write-protect and aging may handle runs of entries in one visitor
+    /// call (the default), or must visit every entry on its own. Host
+    /// builds only: tests check that both give the same trees.
+    #[cfg(any(test, feature = "host"))]
+    pub fn set_runs(&mut self, runs: bool) {
+        self.set_flag(WalkFlags::NO_RUNS, !runs);
+    }
+
+    fn set_flag(&mut self, flag: WalkFlags, on: bool) {
+        self.flags = if on {
+            self.flags.union(flag)
         } else {
-            WalkFlags::default()
+            self.flags.without(flag)
         };
     }
 
@@ -342,6 +354,20 @@ impl<'t, M: MmOps, A: Mode> Ops<'t, M, A> {
         Ok(Leaf { pte, level })
     }
 
+    /// Bytes of `[ipa, ipa + size)` that leaves map (a read-only walk of
+    /// every leaf in the range).
+    ///
+    /// # Errors
+    ///
+    /// Range errors.
+    pub fn mapped_bytes(&self, ipa: u64, size: u64) -> Result<u64, Error> {
+        let mut v = ops::CountMapped::default();
+        self.s2
+            .tree
+            .walk(ipa, size, &mut v, A::ACCESS, WalkFlags::LEAF)?;
+        Ok(v.bytes)
+    }
+
     fn attr(
         &self,
         ipa: u64,
@@ -358,8 +384,17 @@ impl<'t, M: MmOps, A: Mode> Ops<'t, M, A> {
         };
         self.s2
             .tree
-            .walk(ipa, size, &mut v, A::ACCESS, WalkFlags::LEAF)?;
+            .walk(ipa, size, &mut v, A::ACCESS, self.leaf_flags())?;
         Ok(v.reduced)
+    }
+
+    /// A walk of leaves: no cache maintenance to skip, but runs may be off.
+    fn leaf_flags(&self) -> WalkFlags {
+        if self.s2.flags.contains(WalkFlags::NO_RUNS) {
+            WalkFlags::LEAF.union(WalkFlags::NO_RUNS)
+        } else {
+            WalkFlags::LEAF
+        }
     }
 
     /// Adds the permissions in `prot` (R, W, X) to the leaf mapping `ipa`,
@@ -440,7 +475,7 @@ impl<M: MmOps, A: NotFault> Ops<'_, M, A> {
         };
         self.s2
             .tree
-            .walk(ipa, size, &mut v, A::ACCESS, WalkFlags::LEAF)?;
+            .walk(ipa, size, &mut v, A::ACCESS, self.leaf_flags())?;
         Ok(v.young)
     }
 
@@ -474,16 +509,17 @@ impl<M: MmOps, A: NotFault> Ops<'_, M, A> {
 
 impl<M: MmOps> Ops<'_, M, Exclusive> {
     /// Unmaps the range (splitting blocks it covers in part, with pages
-    /// from `cache`) and frees tables that become empty. Returns the bytes
-    /// that were mapped.
+    /// from `cache`) and frees tables that become empty. A table the range
+    /// covers whole goes at once, without reading its leaves (when none
+    /// needs cache maintenance); [`Ops::mapped_bytes`] tells, beforehand,
+    /// how much of the range was mapped.
     ///
     /// # Errors
     ///
     /// Range errors, [`Error::NoMemory`] when a split needs a page.
-    pub fn unmap(&self, ipa: u64, size: u64, cache: &mut MemCache) -> Result<u64, Error> {
+    pub fn unmap(&self, ipa: u64, size: u64, cache: &mut MemCache) -> Result<(), Error> {
         let mut v = ops::Unmap::<pte::Stage2> {
             cache,
-            unmapped: 0,
             format: PhantomData,
         };
         let flags = WalkFlags::LEAF
@@ -492,8 +528,7 @@ impl<M: MmOps> Ops<'_, M, Exclusive> {
             .union(self.s2.flags);
         self.s2
             .tree
-            .walk(ipa, size, &mut v, crate::policy::Access::Exclusive, flags)?;
-        Ok(v.unmapped)
+            .walk(ipa, size, &mut v, crate::policy::Access::Exclusive, flags)
     }
 }
 

@@ -27,8 +27,8 @@ impl Stats {
         self.tables.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn table_freed(&self) {
-        self.tables.fetch_sub(1, Relaxed);
+    pub(crate) fn tables_freed(&self, n: i64) {
+        self.tables.fetch_sub(n, Relaxed);
     }
 
     pub(crate) fn subtree_deferred(&self) {

@@ -177,7 +177,8 @@ impl<M: MmOps> Tree<M> {
         // SAFETY: only `Drop` calls this, after flushing the regime's TLB;
         // `&mut self` excludes walkers; the root is freed right after, so
         // its entries pointing to freed tables are never read.
-        unsafe { free_below(&self.mm, &self.stats, root, self.geometry.start_level) };
+        let freed = unsafe { free_below(&self.mm, &self.stats, root, self.geometry.start_level) };
+        self.stats.tables_freed(freed);
     }
 }
 

@@ -15,6 +15,14 @@
 //!   TLB, then store the new entry. No CPU or walker sees both translations.
 //! - Table pages a shared walk unlinks are freed only once no shared walker
 //!   can be inside them (`crate::defer`).
+//! - A *run* (`Visitor::visit_run`) visits several entries of one table in
+//!   one call, through the same `VisitCtx` per entry, and hands every
+//!   outcome to the policy as a single visit would. The walker offers runs
+//!   only where the per-entry path would not descend after the visit: at
+//!   the last level (nothing is below), or in an exclusive walk (nobody but
+//!   this walk writes, so the re-read after installing a leaf would find
+//!   that leaf). A shared walk above the last level visits entry by entry,
+//!   so it still descends into a table a racing walker put in.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -41,11 +49,19 @@ impl WalkFlags {
     pub const SKIP_BBM_TLBI: WalkFlags = WalkFlags(8);
     /// Skip cache maintenance (the tree is not linked in yet).
     pub const SKIP_CMO: WalkFlags = WalkFlags(16);
+    /// Visit every entry on its own, never in runs (tests compare the two).
+    pub const NO_RUNS: WalkFlags = WalkFlags(32);
 
     /// Both sets of flags.
     #[must_use]
     pub const fn union(self, other: WalkFlags) -> WalkFlags {
         WalkFlags(self.0 | other.0)
+    }
+
+    /// These flags without `other`'s.
+    #[must_use]
+    pub const fn without(self, other: WalkFlags) -> WalkFlags {
+        WalkFlags(self.0 & !other.0)
     }
 
     /// Whether every flag of `other` is set.
@@ -157,6 +173,33 @@ impl<M: MmOps> VisitCtx<'_, M> {
         self.entry.store(new.bits(), Ordering::Release);
     }
 
+    /// Frees subtrees this visit unlinked, each as [`VisitCtx::retire_subtree`]
+    /// does (all below entries of this level), moving the counters once.
+    pub(crate) fn retire_subtrees(&self, tables: &[u64], level: Level) {
+        if self.access.is_shared() {
+            for &pa in tables {
+                self.retire_subtree(pa, level);
+            }
+            return;
+        }
+        let mut freed = 0;
+        for &pa in tables {
+            // SAFETY: as in `retire_subtree`: each entry that linked one of
+            // these subtrees was replaced (and the TLB invalidated) by this
+            // exclusive walk, so no other walker can be inside them.
+            freed += unsafe { free_subtree_uncounted(self.mm, self.stats, pa, level) };
+        }
+        self.stats.tables_freed(freed);
+    }
+
+    /// Frees a table page this visit unlinked after finding every entry of
+    /// it invalid, as [`VisitCtx::retire_subtree`] does. Nothing can be
+    /// below an empty table, so it is freed as a last-level table is: its
+    /// page alone, without a walk over its entries.
+    pub(crate) fn retire_empty_table(&self, table_pa: u64) {
+        self.retire_subtree(table_pa, Level::LAST);
+    }
+
     /// Frees a subtree this visit unlinked: now if the walk is exclusive,
     /// once no shared walker can be inside it otherwise.
     pub(crate) fn retire_subtree(&self, table_pa: u64, level: Level) {
@@ -172,10 +215,80 @@ impl<M: MmOps> VisitCtx<'_, M> {
     }
 }
 
+/// A run: consecutive entries of one table, all at `level`, each wholly
+/// inside the walk's range, offered to [`Visitor::visit_run`] at once.
+pub(crate) struct RunCtx<'w, M: MmOps> {
+    pub(crate) mm: &'w M,
+    /// The run's entries (at least one).
+    entries: &'w [AtomicU64],
+    /// Input address of the run's first entry (aligned to its size).
+    pub(crate) addr: u64,
+    end: u64,
+    pub(crate) level: Level,
+    pub(crate) access: Access,
+    pub(crate) flags: WalkFlags,
+    stats: &'w Stats,
+    deferred: &'w Deferred,
+}
+
+impl<'w, M: MmOps> RunCtx<'w, M> {
+    /// Entries in the run.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Reads entry `i` of the run (acquire, as the per-entry path does).
+    #[inline]
+    pub(crate) fn read(&self, i: usize) -> Pte {
+        Pte::from_bits(self.entries[i].load(Ordering::Acquire))
+    }
+
+    /// The visit context of entry `i`, read as `old`: what a visit of that
+    /// entry alone would get. A run changes entries only through it.
+    #[inline]
+    pub(crate) fn at(&self, i: usize, old: Pte) -> VisitCtx<'w, M> {
+        VisitCtx {
+            mm: self.mm,
+            entry: &self.entries[i],
+            old,
+            addr: self.addr + i as u64 * self.level.entry_size(),
+            end: self.end,
+            level: self.level,
+            access: self.access,
+            flags: self.flags,
+            stats: self.stats,
+            deferred: self.deferred,
+        }
+    }
+}
+
+/// How far a run got: entries `0..done` were visited and succeeded. If
+/// `outcome` is set, entry `done` was visited and reported it (the walker
+/// applies the policy to it); otherwise, if `done` is short of the run,
+/// entry `done` was not touched and the walker visits it on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RunEnd {
+    pub(crate) done: usize,
+    pub(crate) outcome: Option<Outcome>,
+}
+
+impl RunEnd {
+    /// The visitor handled nothing: every entry goes the per-entry way.
+    pub(crate) const DECLINED: RunEnd = RunEnd {
+        done: 0,
+        outcome: None,
+    };
+}
+
 /// An operation's per-entry logic. It reports outcomes; the walker decides.
 pub(crate) trait Visitor<M: MmOps> {
     /// The operation's policy.
     const POLICY: &'static Policy;
+
+    /// Whether [`Visitor::visit_run`] may handle anything (otherwise the
+    /// walker does not offer runs at all).
+    const RUNS: bool = false;
 
     /// Visits one entry.
     ///
@@ -183,6 +296,20 @@ pub(crate) trait Visitor<M: MmOps> {
     ///
     /// The outcome, when the visit did not simply succeed.
     fn visit(&mut self, ctx: &VisitCtx<'_, M>, kind: VisitKind) -> Result<(), Outcome>;
+
+    /// Visits a run of entries in one call (a fast path, same results).
+    ///
+    /// Contract: entry by entry from the first, the run does to an entry
+    /// exactly what [`Visitor::visit`] would (the same writes through
+    /// [`RunCtx::at`], the same outcome; maintenance may be batched, e.g.
+    /// one range TLB invalidation after several entries, as long as it is
+    /// done before the run returns and before anything it covers is freed).
+    /// It stops at the first entry it does not handle that way, or that
+    /// reports an outcome, and says so in the [`RunEnd`].
+    fn visit_run(&mut self, run: &RunCtx<'_, M>) -> RunEnd {
+        let _ = run;
+        RunEnd::DECLINED
+    }
 }
 
 /// Why a walk stopped early.
@@ -225,11 +352,63 @@ impl<'w, M: MmOps, V: Visitor<M>> Walk<'w, M, V> {
             self.access
         );
         let mut idx = ((self.addr >> level.shift()) as usize) & (table.len() - 1);
+        // Runs only where the per-entry path would not descend after a
+        // visit (the rule at the top of this file), and only in walks that
+        // visit leaves (a run's entries are visited as leaves, or as tables
+        // pre-order where the walk asks for that too).
+        let runs = V::RUNS
+            && self.flags.contains(WalkFlags::LEAF)
+            && !self.flags.contains(WalkFlags::NO_RUNS)
+            && (level == Level::LAST || !self.access.is_shared());
         while idx < table.len() && self.addr < self.end {
-            self.entry(table.entry(idx), level)?;
+            let mut tries = 0;
+            if runs && level.align_down(self.addr) == self.addr {
+                // Entries wholly inside the range, up to the table's end.
+                let whole = ((self.end - self.addr) >> level.shift()) as usize;
+                let len = whole.min(table.len() - idx);
+                if len > 0 {
+                    let end = self
+                        .visitor
+                        .visit_run(&self.run_ctx(table, idx, len, level));
+                    debug_assert!(end.done < len || (end.done == len && end.outcome.is_none()));
+                    idx += end.done;
+                    self.addr += end.done as u64 * level.entry_size();
+                    match end.outcome {
+                        None if end.done == len => continue,
+                        // Entry `idx` was left alone: visit it on its own.
+                        None => {}
+                        Some(outcome) => match self.decide(Err(outcome), &mut tries, level)? {
+                            Step::Skip => {
+                                self.skip_entry(level);
+                                idx += 1;
+                                continue;
+                            }
+                            // Visit it again on its own, this try counted.
+                            Step::Again => {}
+                            Step::Done => unreachable!("an outcome is never done"),
+                        },
+                    }
+                }
+            }
+            self.entry(table.entry(idx), level, tries)?;
             idx += 1;
         }
         Ok(())
+    }
+
+    #[inline]
+    fn run_ctx(&self, table: Table<'w>, first: usize, len: usize, level: Level) -> RunCtx<'w, M> {
+        RunCtx {
+            mm: self.mm,
+            entries: table.entries(first, len),
+            addr: self.addr,
+            end: self.end,
+            level,
+            access: self.access,
+            flags: self.flags,
+            stats: self.stats,
+            deferred: self.deferred,
+        }
     }
 
     #[inline]
@@ -290,10 +469,11 @@ impl<'w, M: MmOps, V: Visitor<M>> Walk<'w, M, V> {
             .saturating_add(level.entry_size());
     }
 
-    /// Visits one entry: pre or leaf visit, descent, post visit.
-    fn entry(&mut self, entry: &'w AtomicU64, level: Level) -> Result<(), Exit> {
+    /// Visits one entry: pre or leaf visit, descent, post visit. `tries`:
+    /// retries already spent on it (by a run that reported an outcome).
+    fn entry(&mut self, entry: &'w AtomicU64, level: Level, tries: u32) -> Result<(), Exit> {
         let addr = self.addr;
-        let mut tries = 0;
+        let mut tries = tries;
         // Pre-order or leaf visit, retried as the policy says. A retry
         // re-reads the entry: whatever changed it is what we must see.
         let visited = loop {
@@ -397,49 +577,39 @@ fn whole(table: &Table<'_>, level: Level) -> (u64, u64) {
 }
 
 /// Frees every table below `table` (whose entries are at `level`), with a
-/// post-order walk of the [`crate::ops::Free`] visitor. `table` itself stays.
+/// post-order walk of the [`crate::ops::Free`] visitor; returns how many
+/// pages it freed (the caller updates the counters). `table` itself stays.
 ///
 /// # Safety
 ///
 /// The tables below `table` are unlinked from any live tree or belong to a
 /// tree being destroyed: no walker can be inside them, no TLB holds walks
 /// through them, and they came from `mm`.
-pub(crate) unsafe fn free_below<M: MmOps>(mm: &M, stats: &Stats, table: Table<'_>, level: Level) {
+#[must_use]
+pub(crate) unsafe fn free_below<M: MmOps>(
+    mm: &M,
+    stats: &Stats,
+    table: Table<'_>,
+    level: Level,
+) -> i64 {
+    if level == Level::LAST {
+        // Nothing but leaves at the last level: no table below to free.
+        return 0;
+    }
     let span = whole(&table, level);
+    let mut free = crate::ops::Free::default();
     let done = run_detached(
         mm,
         stats,
         table,
         level,
         span,
-        &mut crate::ops::Free,
+        &mut free,
         WalkFlags::TABLE_POST,
     );
     // The free visitor has no failing outcome, so the walk cannot exit.
     debug_assert!(done.is_ok());
-}
-
-/// Bytes mapped by the leaves of the subtree at `table_pa` (entries at
-/// `level`), by a read-only walk of the [`crate::ops::CountMapped`] visitor.
-///
-/// # Safety
-///
-/// The subtree is allocated from `mm` and no walker changes it meanwhile
-/// (it is unlinked, or the tree is held exclusively).
-pub(crate) unsafe fn mapped_bytes<M: MmOps>(
-    mm: &M,
-    stats: &Stats,
-    table_pa: u64,
-    level: Level,
-) -> u64 {
-    // SAFETY: the caller guarantees the page is allocated and stable.
-    let table = unsafe { Table::new(mm, table_pa, crate::geometry::ENTRIES_PER_TABLE) };
-    let mut count = crate::ops::CountMapped::default();
-    let span = whole(&table, level);
-    let done = run_detached(mm, stats, table, level, span, &mut count, WalkFlags::LEAF);
-    // The counting visitor has no failing outcome, so the walk cannot exit.
-    debug_assert!(done.is_ok());
-    count.bytes
+    free.freed
 }
 
 /// Frees the table page at `table_pa` (entries at `level`) and every table
@@ -449,14 +619,31 @@ pub(crate) unsafe fn mapped_bytes<M: MmOps>(
 ///
 /// As [`free_below`], and the page itself came from `mm` as one page.
 pub(crate) unsafe fn free_subtree<M: MmOps>(mm: &M, stats: &Stats, table_pa: u64, level: Level) {
+    // SAFETY: forwarded from the caller.
+    let freed = unsafe { free_subtree_uncounted(mm, stats, table_pa, level) };
+    stats.tables_freed(freed);
+}
+
+/// [`free_subtree`] without updating the counters: returns the pages freed.
+///
+/// # Safety
+///
+/// As [`free_subtree`].
+#[must_use]
+unsafe fn free_subtree_uncounted<M: MmOps>(
+    mm: &M,
+    stats: &Stats,
+    table_pa: u64,
+    level: Level,
+) -> i64 {
     // SAFETY: the caller guarantees the page is allocated and ours alone.
     let table = unsafe { Table::new(mm, table_pa, crate::geometry::ENTRIES_PER_TABLE) };
     // SAFETY: forwarded from the caller.
-    unsafe { free_below(mm, stats, table, level) };
-    stats.table_freed();
+    let below = unsafe { free_below(mm, stats, table, level) };
     // SAFETY: allocated by `mm` as one page, reachable by nobody (caller's
     // contract), everything below freed above.
     unsafe { mm.free_pages(table_pa, 1) };
+    below + 1
 }
 
 #[cfg(test)]

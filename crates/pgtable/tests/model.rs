@@ -208,9 +208,12 @@ fn expected_level(s2: &Stage2<HostMm>, lo: u64, hi: u64, pa: u64, a: u64, pages:
 }
 
 impl World {
-    fn new(ia_bits: u32, seed: u64) -> World {
+    /// `runs`: whether map and unmap may visit runs of entries at once
+    /// (the default) or visit every entry on its own; both must match.
+    fn new(ia_bits: u32, seed: u64, runs: bool) -> World {
         let mm = HostMm::new();
-        let s2 = Stage2::new(mm.clone(), ia_bits).unwrap();
+        let mut s2 = Stage2::new(mm.clone(), ia_bits).unwrap();
+        s2.set_runs(runs);
         World {
             s2,
             mm,
@@ -332,8 +335,11 @@ impl World {
             Op::Unmap { ipa, size } => {
                 self.topup(ipa, size);
                 let want = self.model.mapped_bytes(ipa, ipa + size);
+                let counted = self.s2.shared().mapped_bytes(ipa, size);
+                prop_assert_eq!(counted, Ok(want), "{:?}", op);
                 let r = self.s2.exclusive().unmap(ipa, size, &mut self.cache);
-                prop_assert_eq!(r, Ok(want), "{:?}", op);
+                prop_assert_eq!(r, Ok(()), "{:?}", op);
+                prop_assert_eq!(self.s2.shared().mapped_bytes(ipa, size), Ok(0), "{:?}", op);
                 self.model.clear(ipa, ipa + size);
                 self.check_events(op)?;
                 Ok((ipa, ipa + size))
@@ -631,8 +637,9 @@ proptest! {
         ia_bits in prop_oneof![Just(32u32), Just(36u32), Just(40u32), Just(44u32)],
         ops in prop::collection::vec(op(), 1..28),
         seed in any::<u64>(),
+        runs in any::<bool>(),
     ) {
-        let mut w = World::new(ia_bits, seed);
+        let mut w = World::new(ia_bits, seed, runs);
         for op in &ops {
             let (lo, hi) = w.step(op)?;
             w.check_around(op, lo, hi)?;
@@ -733,7 +740,9 @@ proptest! {
                 }
                 HypOp::Unmap { va, size } => {
                     let want = model.mapped_bytes(va, va + size);
-                    prop_assert_eq!(hyp.unmap(va, size), Ok(want), "{:?}", op);
+                    prop_assert_eq!(hyp.mapped_bytes(va, size), Ok(want), "{:?}", op);
+                    prop_assert_eq!(hyp.unmap(va, size), Ok(()), "{:?}", op);
+                    prop_assert_eq!(hyp.mapped_bytes(va, size), Ok(0), "{:?}", op);
                     model.clear(va, va + size);
                     (va, va + size)
                 }

@@ -236,3 +236,81 @@ fn a_wrprotect_waits_for_a_split_and_protects_its_pages() {
     cache.drain(&mm);
     check_end(s2, mm);
 }
+
+/// A map visits a run of empty page entries in one call; another walker
+/// fills page 2 of the run while the run cleans that page's memory, just
+/// before the run's compare-and-swap of it. The lost race goes to the
+/// policy as a single visit's would: a shared map retries (visits the
+/// entry again on its own, replaces the racer's page and goes on with the
+/// run); a fault map exits and leaves the racer's page.
+#[test]
+fn a_lost_race_inside_a_run_goes_to_the_policy() {
+    for fault in [false, true] {
+        let (mut s2, mm) = tree();
+        let base = G1 + M2;
+        // The level-3 table exists (page 100 of it is mapped): the map
+        // below is one run of four empty entries.
+        s2.exclusive()
+            .map_pages(base + 100 * K4, K4, PA, Prot::RW, &mut {
+                let mut c = MemCache::new();
+                c.topup(&mm, 2).unwrap();
+                c
+            })
+            .unwrap();
+        let ours = 0x90_0000_0000;
+        let racer = 0xa0_0000_0000;
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (r, log) = (TreeRef::new(&s2), seen.clone());
+        let fired = AtomicBool::new(false);
+        mm.set_hook(move |ev| {
+            if ev != Ev::Dcache(ours + 2 * K4, K4) || fired.swap(true, Ordering::Relaxed) {
+                return;
+            }
+            // SAFETY: `s2` outlives the hook and is borrowed shared meanwhile.
+            let s2 = unsafe { r.get::<TestMm>() };
+            let res = s2
+                .fault()
+                .map(base + 2 * K4, K4, racer, Prot::R, &mut MemCache::new());
+            log.lock().unwrap().push(format!("racer: {res:?}"));
+        });
+        let mut none = MemCache::new();
+        let res = if fault {
+            s2.fault().map(base, 4 * K4, ours, Prot::RW, &mut none)
+        } else {
+            s2.shared().map(base, 4 * K4, ours, Prot::RW, &mut none)
+        };
+        mm.clear_hook();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["racer: Ok(Mapped { by_level: [0, 0, 0, 1] })"],
+            "fault {fault}"
+        );
+        let stats = s2.stats();
+        let at = |p: u64| {
+            s2.shared()
+                .get_leaf(base + p * K4)
+                .unwrap()
+                .translate(base + p * K4)
+        };
+        if fault {
+            assert_eq!(
+                res,
+                Err(pgtable::Error::Refault {
+                    addr: base + 2 * K4,
+                    outcome: Outcome::LostRace
+                })
+            );
+            assert_eq!(stats.count(Outcome::LostRace, Action::Exit), 1);
+            let pages: Vec<_> = (0..4).map(at).collect();
+            assert_eq!(pages, [Some(ours), Some(ours + K4), Some(racer), None]);
+        } else {
+            assert_eq!(format!("{res:?}"), "Ok(Mapped { by_level: [0, 0, 0, 4] })");
+            assert_eq!(stats.count(Outcome::LostRace, Action::Retry), 1);
+            assert_eq!(mm.relaxes(), 1, "one retry");
+            for p in 0..4 {
+                assert_eq!(at(p), Some(ours + p * K4), "page {p}");
+            }
+        }
+        check_end(s2, mm);
+    }
+}

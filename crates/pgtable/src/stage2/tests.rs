@@ -168,6 +168,14 @@ fn a_block_over_pages_collapses_the_table_and_frees_it() {
     finish(s2, cache, mm);
 }
 
+/// Unmaps after checking that `mapped_bytes` counts `want` bytes there;
+/// nothing is mapped there afterwards.
+fn unmap_counted(s2: &mut Stage2<HostMm>, ipa: u64, size: u64, cache: &mut MemCache, want: u64) {
+    assert_eq!(s2.exclusive().mapped_bytes(ipa, size), Ok(want));
+    assert_eq!(s2.exclusive().unmap(ipa, size, cache), Ok(()));
+    assert_eq!(s2.shared().mapped_bytes(ipa, size), Ok(0));
+}
+
 #[test]
 fn unmap_frees_emptied_tables_and_splits_partial_blocks() {
     let (mut s2, mut cache, mm) = tree();
@@ -179,15 +187,15 @@ fn unmap_frees_emptied_tables_and_splits_partial_blocks() {
         .unwrap();
     assert_eq!(s2.stats().table_pages, 2);
     // Part of the pages: tables stay.
-    assert_eq!(s2.exclusive().unmap(0, 2 * K4, &mut cache), Ok(2 * K4));
+    unmap_counted(&mut s2, 0, 2 * K4, &mut cache, 2 * K4);
     assert_eq!(leaf(&s2, 0).translate(0), None);
     assert_eq!(leaf(&s2, 2 * K4).translate(2 * K4), Some(0x4000_2000));
     assert_eq!(s2.stats().table_pages, 2);
     // The rest: both tables become empty and go.
-    assert_eq!(s2.exclusive().unmap(0, M2, &mut cache), Ok(2 * K4));
+    unmap_counted(&mut s2, 0, M2, &mut cache, 2 * K4);
     assert_eq!(s2.stats().table_pages, 0);
     // A 4 KiB hole in the 1 GiB block: split down to pages.
-    assert_eq!(s2.exclusive().unmap(G1 + M2, K4, &mut cache), Ok(K4));
+    unmap_counted(&mut s2, G1 + M2, K4, &mut cache, K4);
     assert_eq!(leaf(&s2, G1 + M2).translate(G1 + M2), None);
     assert_eq!(
         leaf(&s2, G1 + M2 + K4).translate(G1 + M2 + K4),
@@ -195,10 +203,10 @@ fn unmap_frees_emptied_tables_and_splits_partial_blocks() {
     );
     assert_eq!(leaf(&s2, G1).level, l(2), "the untouched 2 MiB stay blocks");
     assert_eq!(s2.stats().table_pages, 2);
-    assert_eq!(s2.exclusive().unmap(G1, G1, &mut cache), Ok(G1 - K4));
+    unmap_counted(&mut s2, G1, G1, &mut cache, G1 - K4);
     assert_eq!(s2.stats().table_pages, 0);
     // Nothing there: unmapped entries are skipped, not errors.
-    assert_eq!(s2.exclusive().unmap(0, G1, &mut cache), Ok(0));
+    unmap_counted(&mut s2, 0, G1, &mut cache, 0);
     assert!(s2.stats().count(Outcome::Unmapped, Action::Next) > 0);
     finish(s2, cache, mm);
 }
@@ -546,4 +554,236 @@ fn geometry_matches_vtcr() {
         "concatenated root aligned to its size"
     );
     finish(s2, cache, mm);
+}
+
+/// Every entry of the tree, in address order, as (level, address, entry);
+/// a table entry is shown without its address (two trees get different
+/// pages), so two dumps are equal when the trees have the same shape and
+/// the same leaves.
+fn dump(s2: &Stage2<HostMm>) -> Vec<(u8, u64, u64)> {
+    struct Dump(Vec<(u8, u64, u64)>);
+    impl<M: MmOps> crate::walker::Visitor<M> for Dump {
+        const POLICY: &'static crate::Policy = &crate::policy::GET_LEAF;
+        fn visit(
+            &mut self,
+            ctx: &crate::walker::VisitCtx<'_, M>,
+            kind: crate::VisitKind,
+        ) -> Result<(), Outcome> {
+            let bits = match kind {
+                crate::VisitKind::Leaf => ctx.old.bits(),
+                _ => u64::MAX, // a table
+            };
+            // Empty entries are many and say nothing a neighbour does not.
+            if bits != 0 {
+                let start = ctx.level.align_down(ctx.addr);
+                self.0.push((ctx.level.get(), start, bits));
+            }
+            Ok(())
+        }
+    }
+    let mut d = Dump(Vec::new());
+    let flags = WalkFlags::LEAF.union(WalkFlags::TABLE_PRE);
+    let limit = s2.geometry().limit();
+    s2.tree
+        .walk(0, limit, &mut d, Access::Shared, flags)
+        .unwrap();
+    d.0
+}
+
+/// Map, unmap, write-protect and aging visit runs of entries in one call, or
+/// every entry on its own when runs are off: both give the same trees, the
+/// same results and the same counters, from the same sequence of
+/// operations (over empty ranges, over existing pages and blocks, in part
+/// and whole, in every mode, with and without cache maintenance).
+#[test]
+fn runs_and_single_visits_build_the_same_trees() {
+    // Miri: the skipped-maintenance trees only (where both map and unmap
+    // runs are taken), compared every few operations (each dump visits
+    // every entry of every table).
+    let modes: &[bool] = if cfg!(miri) { &[true] } else { &[false, true] };
+    for &skip_cmo in modes {
+        // A small cache (the sequence needs a few dozen tables): under
+        // Miri, zeroing pages is most of a test's time.
+        let small_tree = || {
+            let mm = HostMm::new();
+            let s2 = Stage2::new(mm.clone(), 40).unwrap();
+            let mut cache = MemCache::new();
+            cache.topup(&mm, 64).unwrap();
+            (s2, cache, mm)
+        };
+        let (mut fast, mut fast_cache, fast_mm) = small_tree();
+        let (mut slow, mut slow_cache, slow_mm) = small_tree();
+        fast.set_skip_cmo(skip_cmo);
+        slow.set_skip_cmo(skip_cmo);
+        slow.set_runs(false);
+        type Op = fn(&mut Stage2<HostMm>, &mut MemCache) -> String;
+        let ops: &[(&str, Op)] = &[
+            ("pages", |s, c| {
+                format!(
+                    "{:?}",
+                    s.exclusive()
+                        .map_pages(G1 + M2, 3 * M2, 0x80_0020_0000, Prot::RW, c)
+                )
+            }),
+            ("same pages, shared", |s, c| {
+                format!(
+                    "{:?}",
+                    s.shared()
+                        .map_pages(G1 + M2, 3 * M2, 0x80_0020_0000, Prot::RW, c)
+                )
+            }),
+            ("same page, fault", |s, c| {
+                format!(
+                    "{:?}",
+                    s.fault().map(G1 + M2, K4, 0x80_0020_0000, Prot::RW, c)
+                )
+            }),
+            ("other pages over some", |s, c| {
+                format!(
+                    "{:?}",
+                    s.exclusive()
+                        .map_pages(G1 + 2 * M2 - 8 * K4, M2, 0x90_0000_0000, Prot::R, c)
+                )
+            }),
+            ("blocks over pages and holes", |s, c| {
+                format!(
+                    "{:?}",
+                    s.exclusive().map(G1, 8 * M2, 0xa0_0000_0000, Prot::RW, c)
+                )
+            }),
+            ("shared pages in a hole", |s, c| {
+                format!(
+                    "{:?}",
+                    s.shared()
+                        .map_pages(3 * G1, 2 * M2 + 5 * K4, 0xb0_0000_0000, Prot::RWX, c)
+                )
+            }),
+            ("shared blocks", |s, c| {
+                format!(
+                    "{:?}",
+                    s.shared().map(4 * G1, 4 * M2, 0xc0_0000_0000, Prot::RW, c)
+                )
+            }),
+            ("a 1 GiB block", |s, c| {
+                format!(
+                    "{:?}",
+                    s.exclusive().map(5 * G1, G1, 0xc0_4000_0000, Prot::RW, c)
+                )
+            }),
+            ("device pages", |s, c| {
+                format!(
+                    "{:?}",
+                    s.exclusive().map_pages(
+                        6 * G1,
+                        16 * K4,
+                        0x0900_0000,
+                        Prot::RW.union(Prot::DEVICE),
+                        c
+                    )
+                )
+            }),
+            ("wrprotect across pages and blocks", |s, c| {
+                let _ = c;
+                let r = s.exclusive().wrprotect(G1 + M2 - 5 * K4, 4 * M2);
+                let txt = format!("{r:?}");
+                if let Ok(f) = r {
+                    s.complete(f);
+                }
+                txt
+            }),
+            ("wrprotect again, shared, partly protected", |s, c| {
+                let _ = c;
+                let r = s.shared().wrprotect(G1, 6 * M2);
+                let txt = format!("{r:?}");
+                if let Ok(f) = r {
+                    s.complete(f);
+                }
+                txt
+            }),
+            ("wrprotect holes and pages, shared", |s, c| {
+                let _ = c;
+                let r = s.shared().wrprotect(3 * G1 - M2, 3 * M2);
+                let txt = format!("{r:?}");
+                if let Ok(f) = r {
+                    s.complete(f);
+                }
+                txt
+            }),
+            ("age, clearing, exclusive", |s, c| {
+                let _ = c;
+                format!("{:?}", s.exclusive().test_clear_young(G1, 6 * M2, true))
+            }),
+            ("age again, shared, over pages and holes", |s, c| {
+                let _ = c;
+                format!(
+                    "{:?}",
+                    s.shared().test_clear_young(3 * G1 - M2, 3 * M2, true)
+                )
+            }),
+            ("age, not clearing, over old pages", |s, c| {
+                let _ = c;
+                format!("{:?}", s.shared().test_clear_young(3 * G1, M2, false))
+            }),
+            ("unmap in part", |s, c| {
+                format!("{:?}", s.exclusive().unmap(G1 + 3 * K4, M2, c))
+            }),
+            ("unmap across blocks and tables", |s, c| {
+                format!("{:?}", s.exclusive().unmap(G1 + M2 + 7 * K4, 6 * M2, c))
+            }),
+            ("unmap whole tables", |s, c| {
+                format!("{:?}", s.exclusive().unmap(3 * G1, G1, c))
+            }),
+            ("unmap blocks and holes", |s, c| {
+                format!("{:?}", s.exclusive().unmap(4 * G1 + M2, 2 * G1, c))
+            }),
+            ("unmap device pages", |s, c| {
+                format!("{:?}", s.exclusive().unmap(6 * G1, 8 * K4, c))
+            }),
+            ("unmap everything", |s, c| {
+                format!("{:?}", s.exclusive().unmap(0, 8 * G1, c))
+            }),
+        ];
+        for (i, (what, op)) in ops.iter().enumerate() {
+            let what = format!("{what} (skip_cmo {skip_cmo})");
+            let got = op(&mut fast, &mut fast_cache);
+            assert_eq!(got, op(&mut slow, &mut slow_cache), "{what}");
+            // Only the fault over its own mapping fails: a re-fault.
+            assert_eq!(
+                got.contains("Err"),
+                what.starts_with("same page, fault"),
+                "{what}: {got}"
+            );
+            if !cfg!(miri) || i % 4 == 3 || i == ops.len() - 1 {
+                assert_eq!(dump(&fast), dump(&slow), "{what}");
+            }
+            assert_eq!(fast.stats(), slow.stats(), "{what}");
+            let (fast_ev, slow_ev) = (fast_mm.take_events(), slow_mm.take_events());
+            let cmos = |ev: &[MmEvent]| -> Vec<MmEvent> {
+                ev.iter()
+                    .filter(|e| {
+                        matches!(e, MmEvent::DcacheClean { .. } | MmEvent::IcacheInval { .. })
+                    })
+                    .copied()
+                    .collect()
+            };
+            assert_eq!(
+                cmos(&fast_ev),
+                cmos(&slow_ev),
+                "{what}: the same cache maintenance"
+            );
+            let frees = |ev: &[MmEvent]| {
+                ev.iter()
+                    .filter(|e| matches!(e, MmEvent::Free { .. }))
+                    .count()
+            };
+            assert_eq!(
+                frees(&fast_ev),
+                frees(&slow_ev),
+                "{what}: the same tables freed"
+            );
+        }
+        assert!(dump(&fast).is_empty(), "everything unmapped");
+        finish(fast, fast_cache, fast_mm);
+        finish(slow, slow_cache, slow_mm);
+    }
 }
