@@ -16,13 +16,78 @@
 //!
 //! What makes the write-protect lose races: an aging thread clearing access
 //! flags, and vCPUs setting them again on access-flag faults, change the
-//! same entries with compare-and-swaps.
+//! same entries with compare-and-swaps. The clearer holds some of its
+//! compare-and-swap windows open ([`MmOps::before_compare_and_swap`]), so
+//! that the races happen every run, however loaded the machine.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
+use std::cell::Cell;
+
 use pgtable::host::HostMm;
-use pgtable::{Action, MemCache, Outcome, Prot, Stage2};
+use pgtable::{Action, Level, MemCache, MmOps, Outcome, Prot, Stage2};
+
+/// [`HostMm`], with the clearer's compare-and-swap windows held open.
+#[derive(Clone)]
+struct WindowMm(HostMm);
+
+std::thread_local! {
+    /// Set on the clearer's thread; counts its compare-and-swaps.
+    static CLEARER: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+// SAFETY: every call is forwarded to `HostMm`, whose contract this keeps;
+// the window hook only yields the thread.
+unsafe impl MmOps for WindowMm {
+    fn zalloc_pages(&self, count: usize) -> Option<u64> {
+        self.0.zalloc_pages(count)
+    }
+
+    unsafe fn free_pages(&self, pa: u64, count: usize) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.0.free_pages(pa, count) }
+    }
+
+    fn phys_to_virt(&self, pa: u64) -> *mut u64 {
+        self.0.phys_to_virt(pa)
+    }
+
+    fn dcache_clean_inval_poc(&self, pa: u64, size: u64) {
+        self.0.dcache_clean_inval_poc(pa, size);
+    }
+
+    fn icache_inval_pou(&self, pa: u64, size: u64) {
+        self.0.icache_inval_pou(pa, size);
+    }
+
+    fn tlb_flush_addr(&self, addr: u64, level: Level) {
+        self.0.tlb_flush_addr(addr, level);
+    }
+
+    fn tlb_flush_range(&self, addr: u64, size: u64) {
+        self.0.tlb_flush_range(addr, size);
+    }
+
+    fn tlb_flush_all(&self) {
+        self.0.tlb_flush_all();
+    }
+
+    fn relax(&self) {
+        self.0.relax();
+    }
+
+    fn before_compare_and_swap(&self, _entry: &AtomicU64, _old: u64) {
+        // Every other swap of the clearer waits here while the vCPUs and
+        // the aging thread run.
+        if let Some(n) = CLEARER.get() {
+            CLEARER.set(Some(n + 1));
+            if n % 2 == 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
 
 const K4: u64 = 0x1000;
 const BASE: u64 = 0x4000_0000;
@@ -82,7 +147,7 @@ impl Pause {
 
 /// Whether page `p` is writable with its dirty bit clear: its writes from
 /// now on reach no log.
-fn unlogged(s2: &Stage2<HostMm>, dirty: &[AtomicBool], p: u64) -> bool {
+fn unlogged(s2: &Stage2<WindowMm>, dirty: &[AtomicBool], p: u64) -> bool {
     let leaf = s2.shared().get_leaf(BASE + p * K4).unwrap();
     leaf.prot().unwrap().contains(Prot::W) && !dirty[p as usize].load(SeqCst)
 }
@@ -98,7 +163,7 @@ fn next(state: &mut u64) -> u64 {
 /// Runs writers, an aging thread and the clearer until `enough` says so
 /// (or the time bound), with the right policy or the wrong one.
 fn run(wrong: bool, enough: impl Fn(&Seen) -> bool, limit: Duration) -> Seen {
-    let mm = HostMm::quiet();
+    let mm = WindowMm(HostMm::quiet());
     let mut s2 = Stage2::new(mm.clone(), 40).unwrap();
     let mut cache = MemCache::new();
     cache.topup(&mm, 8).unwrap();
@@ -155,6 +220,7 @@ fn run(wrong: bool, enough: impl Fn(&Seen) -> bool, limit: Duration) -> Seen {
         }
         // The clearer: get-and-clear rounds, checked every CHECK_EVERY rounds
         // with every other thread paused between accesses.
+        CLEARER.set(Some(0));
         while !(enough(&seen) || start.elapsed() > limit) {
             for p in 0..PAGES {
                 if dirty[p as usize].swap(false, SeqCst) {
