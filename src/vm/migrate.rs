@@ -31,6 +31,8 @@ use crate::pmu;
 const STOP_AT_PAGES: u64 = 16;
 /// How long to wait for every vCPU to be on before starting.
 const START_TIMEOUT_MS: u64 = 10_000;
+/// The ager's pause between two sweeps of guest RAM.
+const AGE_PAUSE_MS: u64 = 1;
 
 /// What `migrate=` asked for, and where the copy goes.
 #[derive(Clone, Copy, Debug)]
@@ -136,6 +138,13 @@ fn age(vm: &Vm, m: &Migration) {
         pgtable::MmOps::tlb_flush_all(stage2.mm());
         drop(stage2);
         sweeps += 1;
+        // A pause between sweeps, as a reclaim scan has: each sweep's TLB
+        // invalidation costs every vCPU its translations, and sweeping
+        // back to back starved them (the rounds then found little dirty).
+        let until = now_ms() + AGE_PAUSE_MS;
+        while now_ms() < until && m.state.load(Ordering::Acquire) == LOGGING {
+            core::hint::spin_loop();
+        }
     }
     info!(
         "migrate: cpu {} cleared the access flags of guest RAM {sweeps} times beside the rounds",

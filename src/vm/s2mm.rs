@@ -5,7 +5,7 @@ use aarch64_cpu::registers::{Readable, Writeable, VTTBR_EL2};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use pgtable::{Level, MmOps};
+use pgtable::{Level, MmOps, Pte};
 
 use crate::mm::El2Mm;
 use crate::percpu::{self, CpuId};
@@ -24,10 +24,11 @@ pub fn race_windows() -> (u64, u64) {
     (WINDOWS.load(Relaxed), WINDOWS_CHANGED.load(Relaxed))
 }
 
-/// Holds every compare-and-swap of `cpu`'s stage-2 walks open for `spins`
-/// spin-loop iterations: a test knob (`migrate.window=`) that makes the
-/// races between the migration's write-protects and the vCPUs' faults
-/// happen on demand. They happen without it, rarely.
+/// Holds every compare-and-swap of `cpu`'s stage-2 walks on a young entry
+/// open until another CPU changes the entry, or `spins` polls: a test knob
+/// (`migrate.window=`) that makes the races between the migration's
+/// write-protects and the vCPUs' faults (or the ager's sweeps) happen on
+/// demand. They happen without it, rarely.
 pub fn set_race_window(cpu: CpuId, spins: u32) {
     RACE_WINDOW_CPU.store(cpu.index(), Relaxed);
     RACE_WINDOW.store(spins, Relaxed);
@@ -111,7 +112,14 @@ unsafe impl MmOps for S2Mm {
 
     fn before_compare_and_swap(&self, entry: &AtomicU64, old: u64) {
         let spins = RACE_WINDOW.load(Relaxed);
-        if spins > 0 && percpu::current_id().index() == RACE_WINDOW_CPU.load(Relaxed) {
+        // Only young entries: those a vCPU touched since the last aging
+        // sweep (its hot pages, the page it writes now) are the ones whose
+        // access flag another CPU is about to change; waiting on a cold
+        // entry would only slow the round down.
+        if spins > 0
+            && Pte::from_bits(old).young()
+            && percpu::current_id().index() == RACE_WINDOW_CPU.load(Relaxed)
+        {
             WINDOWS.fetch_add(1, Relaxed);
             // Until another CPU changes the entry (the swap then loses),
             // or `spins` polls.
