@@ -115,6 +115,28 @@ impl<F: Format> Map<'_, F> {
             && self.pa_at(ctx.addr) & (size - 1) == 0
     }
 
+    /// Whether a pre-order visit of a table, anywhere in a walk over
+    /// `[self.ipa, self.ipa + size)`, could do anything: whether a block
+    /// may replace a table ([`Map::collapse`]). That takes a map that may
+    /// replace (`replace`), blocks allowed (`max_size`), an output address
+    /// congruent to the input modulo the block size, and the range covering
+    /// one whole aligned block. The smallest block (one entry of the level
+    /// above the last) is the one to check: if no 2 MiB block fits, no
+    /// larger one does. Otherwise every pre-order visit would return
+    /// `Ok(())`, so a map walk asks for [`WalkFlags::TABLE_PRE`] only when
+    /// this says yes, and the walker descends through tables without them
+    /// (a lazy 4 KiB fault walks two tables that way).
+    pub(crate) fn may_collapse(&self, size: u64) -> bool {
+        let block = Level::LAST.entry_size() * ENTRIES_PER_TABLE as u64;
+        // From `ipa` up to the first block boundary (0 if on one).
+        let lead = self.ipa.wrapping_neg() & (block - 1);
+        size >= block
+            && lead <= size - block
+            && block <= self.max_size
+            && (self.ipa ^ self.pa) & (block - 1) == 0
+            && self.replace
+    }
+
     fn install_leaf<M: MmOps>(&mut self, ctx: &VisitCtx<'_, M>) -> Result<(), Outcome> {
         let new = Pte::leaf_at(self.attrs, self.pa_at(ctx.addr), ctx.level);
         let old = ctx.old;
@@ -205,7 +227,18 @@ impl<M: MmOps, F: Format> Visitor<M> for Map<'_, F> {
 
     fn visit(&mut self, ctx: &VisitCtx<'_, M>, kind: VisitKind) -> Result<(), Outcome> {
         match kind {
-            VisitKind::Leaf if self.leaf_fits(ctx) => self.install_leaf(ctx),
+            VisitKind::Leaf if self.leaf_fits(ctx) => {
+                // A block fits here, so it would fit over a table too: the
+                // walk must have asked for pre-order visits.
+                debug_assert!(
+                    ctx.level == Level::LAST
+                        || !self.replace
+                        || self.may_collapse(ctx.end - self.ipa),
+                    "a block fits at {:#x} but may_collapse says no",
+                    ctx.addr
+                );
+                self.install_leaf(ctx)
+            }
             VisitKind::Leaf => self.install_table(ctx),
             VisitKind::TablePre if self.replace && self.leaf_fits(ctx) => self.collapse(ctx),
             VisitKind::TablePre | VisitKind::TablePost => Ok(()),

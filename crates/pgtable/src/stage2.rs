@@ -293,9 +293,13 @@ impl<'t, M: MmOps, A: Mode> Ops<'t, M, A> {
             mapped: Mapped::default(),
             format: PhantomData,
         };
-        let flags = WalkFlags::LEAF
-            .union(WalkFlags::TABLE_PRE)
-            .union(self.s2.flags);
+        // Pre-order table visits only where one could collapse a table.
+        let pre = if map.may_collapse(size) {
+            WalkFlags::TABLE_PRE
+        } else {
+            WalkFlags::default()
+        };
+        let flags = WalkFlags::LEAF.union(pre).union(self.s2.flags);
         self.s2.tree.walk(ipa, size, &mut map, A::ACCESS, flags)?;
         Ok(map.mapped)
     }

@@ -69,6 +69,7 @@ impl<M: MmOps> Tree<M> {
     /// `Access::Exclusive` may only be passed by a caller holding `&mut`
     /// of the tree (the typed handles in `stage2` and `hyp` make sure):
     /// exclusive walks free pages on the spot.
+    #[inline]
     pub(crate) fn walk<V: Visitor<M>>(
         &self,
         addr: u64,

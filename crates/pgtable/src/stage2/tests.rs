@@ -171,6 +171,89 @@ fn a_block_over_pages_collapses_the_table_and_frees_it() {
     finish(s2, cache, mm);
 }
 
+/// `Map::may_collapse` (which decides whether a map walk makes pre-order
+/// table visits) against the definition, by brute force: is there an entry
+/// of level 1 or 2 in the range that a block would fill (`leaf_fits`)?
+/// Ranges around 2 MiB and 1 GiB boundaries, congruent and not, up to the
+/// top of the address space.
+#[test]
+fn may_collapse_says_yes_exactly_where_a_block_fits() {
+    const G1: u64 = 1 << 30;
+    let top = 1u64 << 48;
+    let starts = [
+        0,
+        PAGE_SIZE,
+        M2 - PAGE_SIZE,
+        M2,
+        M2 + PAGE_SIZE,
+        G1 - M2,
+        G1,
+        top - M2 - PAGE_SIZE,
+        top - PAGE_SIZE,
+    ];
+    let sizes = [
+        PAGE_SIZE,
+        M2 - PAGE_SIZE,
+        M2,
+        M2 + PAGE_SIZE,
+        2 * M2,
+        2 * M2 - PAGE_SIZE,
+        G1,
+        G1 + M2,
+    ];
+    let shifts = [0, PAGE_SIZE, M2, G1 - M2, G1];
+    let mut cache = MemCache::new();
+    let (mut yes, mut no) = (0, 0);
+    for &ipa in &starts {
+        for &size in &sizes {
+            let Some(end) = ipa.checked_add(size).filter(|&e| e <= top) else {
+                continue;
+            };
+            for &shift in &shifts {
+                for max_size in [PAGE_SIZE, M2, G1] {
+                    for replace in [false, true] {
+                        let pa = ipa.wrapping_add(shift) & (top - 1);
+                        let map = ops::Map::<pte::Stage2> {
+                            ipa,
+                            pa,
+                            attrs: 0,
+                            max_size,
+                            replace,
+                            cache: &mut cache,
+                            mapped: Mapped::default(),
+                            format: PhantomData,
+                        };
+                        let fits = replace
+                            && [M2, G1].iter().any(|&block| {
+                                block <= max_size
+                                    && (ipa.div_ceil(block) * block..end)
+                                        .step_by(block as usize)
+                                        .any(|a| {
+                                            end - a >= block
+                                                && (pa + (a - ipa)).is_multiple_of(block)
+                                        })
+                            });
+                        assert_eq!(
+                            map.may_collapse(size),
+                            fits,
+                            "ipa {ipa:#x} size {size:#x} pa {pa:#x} max {max_size:#x} replace {replace}"
+                        );
+                        if fits {
+                            yes += 1
+                        } else {
+                            no += 1
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        yes > 50 && no > 50,
+        "both answers tried: {yes} yes, {no} no"
+    );
+}
+
 /// Unmaps after checking that `mapped_bytes` counts `want` bytes there;
 /// nothing is mapped there afterwards.
 fn unmap_counted(s2: &mut Stage2<HostMm>, ipa: u64, size: u64, cache: &mut MemCache, want: u64) {
