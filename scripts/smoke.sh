@@ -56,11 +56,11 @@ guest_tests() {
         "stats: translation faults: L0 0, L1 1, L2 33, L3 0" "stats: mappings: 1G 0, 2M 34, 4K 0" \
         "NOT:guest: FAIL" -- --guest touch
 
-    # 8 MiB = 2048 pages, each its own fault and mapping; the other 43 pages
+    # 8 MiB = 2048 pages, each its own fault and mapping; the other 44 pages
     # are the guest's image, stacks and device tree (faults and mappings agree).
     boot_test "guest touch 8 MiB with guest.block=4K: one fault per page" 0 \
         "guest: touch: touched 8 MiB at 0x40200000..0x40a00000" \
-        "stats: translation faults: L0 0, L1 1, L2 5, L3 2085" "stats: mappings: 1G 0, 2M 0, 4K 2091" \
+        "stats: translation faults: L0 0, L1 1, L2 5, L3 2086" "stats: mappings: 1G 0, 2M 0, 4K 2092" \
         "NOT:guest: FAIL" -- --guest touch -append "log=info guest.block=4K -- touch=8"
 
     boot_test "guest smp: 4 vCPUs by CPU_ON race on the same 4K pages" 0 \

@@ -1,7 +1,7 @@
 //! One benchmarked operation, run once, for counting instructions:
 //!
 //! ```text
-//! cargo build --release --target x86_64-unknown-linux-gnu -p pgtable --example walker_insns
+//! cargo build --profile bench --target x86_64-unknown-linux-gnu -p pgtable --example walker_insns
 //! valgrind --tool=callgrind --toggle-collect='walker_insns::op' \
 //!     target/x86_64-unknown-linux-gnu/release/examples/walker_insns map_4k pgtable
 //! ```
