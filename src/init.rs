@@ -135,6 +135,9 @@ fn run(dtb: usize) -> Result<(), BootError> {
                         rounds,
                         dest,
                         race_window: args.migrate_window.unwrap_or(0),
+                        converge: u64::from(
+                            args.migrate_converge.unwrap_or(vm::DEFAULT_CONVERGE_PAGES),
+                        ),
                     });
             let vm = vm::create(&vm::VmConfig {
                 image,

@@ -27,8 +27,9 @@ use crate::mm;
 use crate::percpu::{self, CpuId};
 use crate::pmu;
 
-/// Stop pre-copying once a round takes at most this many pages.
-const STOP_AT_PAGES: u64 = 16;
+/// Pre-copy stops once a round takes at most this many pages, unless
+/// `migrate.converge=` says otherwise.
+pub const DEFAULT_CONVERGE_PAGES: u32 = 16;
 /// How long to wait for every vCPU to be on before starting.
 const START_TIMEOUT_MS: u64 = 10_000;
 /// The ager's pause between two sweeps of guest RAM.
@@ -44,6 +45,9 @@ pub struct MigrationConfig {
     /// Spins each compare-and-swap of the migration's walks holds its
     /// window open (`migrate.window=`, a test knob; 0: none).
     pub race_window: u32,
+    /// Pre-copy stops once a round takes at most this many pages
+    /// (`migrate.converge=`; 0: only a round that finds none).
+    pub converge: u64,
 }
 
 const PENDING: u8 = 0;
@@ -182,12 +186,13 @@ fn run(vm: &'static Vm, m: &Migration) {
         core::hint::spin_loop();
     }
     info!(
-        "migrate: vm{}: pre-copy of RAM ({} MiB at IPA {:#x}) to host {} on cpu {me}, at most {} rounds, page aging on, race window {} spins",
+        "migrate: vm{}: pre-copy of RAM ({} MiB at IPA {:#x}) to host {} on cpu {me}, at most {} rounds (fewer once a round takes at most {} pages), page aging on, race window {} spins",
         vm.id,
         ram.size >> 20,
         ram.ipa,
         m.cfg.dest,
         m.cfg.rounds,
+        m.cfg.converge,
         m.cfg.race_window
     );
 
@@ -202,7 +207,7 @@ fn run(vm: &'static Vm, m: &Migration) {
     };
     let cfg = Precopy {
         max_rounds: m.cfg.rounds,
-        stop_at: STOP_AT_PAGES,
+        stop_at: m.cfg.converge,
         age: true,
     };
     let mut cache = MemCache::new();

@@ -17,5 +17,5 @@ mod vcpu;
 pub use bench::enable as enable_benchmarks;
 pub use exit::handle_exit;
 pub use machine::{create, VmConfig, VmError, ROM_SIZE};
-pub use migrate::MigrationConfig;
+pub use migrate::{MigrationConfig, DEFAULT_CONVERGE_PAGES};
 pub use vcpu::{idle, run_boot_vcpu};

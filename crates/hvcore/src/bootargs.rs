@@ -88,7 +88,7 @@ pub const MAX_GUEST_SMP: usize = 8;
 
 /// The keys this parser knows; everything else is listed by
 /// [`BootArgs::unknown`].
-const KNOWN_KEYS: [&str; 9] = [
+const KNOWN_KEYS: [&str; 10] = [
     "log",
     "fault",
     "guest",
@@ -97,6 +97,7 @@ const KNOWN_KEYS: [&str; 9] = [
     "guest.block",
     "migrate",
     "migrate.window",
+    "migrate.converge",
     "bench",
 ];
 
@@ -105,6 +106,9 @@ pub const MAX_MIGRATE_ROUNDS: u32 = 1000;
 
 /// Largest `migrate.window=`.
 pub const MAX_MIGRATE_WINDOW: u32 = 1_000_000;
+
+/// Largest `migrate.converge=` (pages).
+pub const MAX_MIGRATE_CONVERGE: u32 = 1 << 20;
 
 /// The parsed command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +134,10 @@ pub struct BootArgs<'a> {
     /// between reading an entry and swapping it, so that vCPU faults race
     /// them (a test knob; 0..=[`MAX_MIGRATE_WINDOW`]).
     pub migrate_window: Option<u32>,
+    /// `migrate.converge=PAGES`: pre-copy ends, and the final round
+    /// begins, once a round takes at most PAGES pages
+    /// (0..=[`MAX_MIGRATE_CONVERGE`]; 0: only a round that finds none).
+    pub migrate_converge: Option<u32>,
     /// `bench=on`: the benchmark hypercalls are answered (default off).
     pub bench: bool,
     source: &'a str,
@@ -212,6 +220,7 @@ impl<'a> BootArgs<'a> {
             guest_block: None,
             migrate: None,
             migrate_window: None,
+            migrate_converge: None,
             bench: false,
             source,
         };
@@ -281,6 +290,18 @@ impl<'a> BootArgs<'a> {
                         key,
                         value,
                         reason: "expected a spin count from 0 to 1000000",
+                    })?);
+                }
+                "migrate.converge" => {
+                    let value = value.unwrap_or("");
+                    let pages = match value {
+                        "0" => Some(0),
+                        v => parse_count(v, MAX_MIGRATE_CONVERGE),
+                    };
+                    args.migrate_converge = Some(pages.ok_or(BootArgError::Invalid {
+                        key,
+                        value,
+                        reason: "expected a page count from 0 to 1048576",
                     })?);
                 }
                 _ => {}
@@ -619,6 +640,27 @@ mod tests {
                     })
                 ),
                 "{line:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn migrate_converge() {
+        assert_eq!(BootArgs::parse("migrate=3").unwrap().migrate_converge, None);
+        for (value, want) in [("0", 0), ("16", 16), ("1048576", 1 << 20)] {
+            let line = format!("migrate=3 migrate.converge={value}");
+            let args = BootArgs::parse(&line).unwrap();
+            assert_eq!(args.migrate_converge, Some(want), "{line}");
+            assert_eq!(args.unknown().count(), 0);
+        }
+        for value in ["", "-1", "1048577", "16k", "00x"] {
+            let line = format!("migrate.converge={value}");
+            assert_eq!(
+                BootArgs::parse(&line).unwrap_err().to_string(),
+                format!(
+                    "bad boot argument `migrate.converge={value}`: expected a page count from 0 to 1048576"
+                ),
+                "{line:?}"
             );
         }
     }
