@@ -15,6 +15,14 @@ use crate::percpu::{self, CpuId};
 static RACE_WINDOW: AtomicU32 = AtomicU32::new(0);
 /// The CPU whose shared walks hold the window open.
 static RACE_WINDOW_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// An old entry's window is `spins / OLD_ENTRY_SHARE` polls. A young entry
+/// (touched since the last aging sweep) is the one whose access flag the
+/// ager is about to clear, and it waits the whole window; an old one
+/// changes only if a vCPU touches the page now (an access-flag fault), and
+/// waiting long on each of those slowed the rounds until a loaded machine's
+/// guest finished before its migration did. Both kinds make races: with
+/// young entries only, a loaded machine whose ager had just swept saw none.
+const OLD_ENTRY_SHARE: u32 = 250;
 /// Windows held open, and those in which the entry changed.
 static WINDOWS: AtomicU64 = AtomicU64::new(0);
 static WINDOWS_CHANGED: AtomicU64 = AtomicU64::new(0);
@@ -24,14 +32,36 @@ pub fn race_windows() -> (u64, u64) {
     (WINDOWS.load(Relaxed), WINDOWS_CHANGED.load(Relaxed))
 }
 
-/// Holds every compare-and-swap of `cpu`'s stage-2 walks on a young entry
-/// open until another CPU changes the entry, or `spins` polls: a test knob
+/// Holds every compare-and-swap of `cpu`'s stage-2 walks open until
+/// another CPU changes the entry, or `spins` polls on a young entry and
+/// [`OLD_ENTRY_SHARE`] of that on an old one: a test knob
 /// (`migrate.window=`) that makes the races between the migration's
 /// write-protects and the vCPUs' faults (or the ager's sweeps) happen on
 /// demand. They happen without it, rarely.
 pub fn set_race_window(cpu: CpuId, spins: u32) {
     RACE_WINDOW_CPU.store(cpu.index(), Relaxed);
     RACE_WINDOW.store(spins, Relaxed);
+}
+
+/// The race window itself, out of the walks' line: on `cpu`'s walks only,
+/// until another CPU changes `entry` or the entry's share of `spins` polls.
+#[cold]
+#[inline(never)]
+fn hold_window(entry: &AtomicU64, old: u64, spins: u32) {
+    if percpu::current_id().index() != RACE_WINDOW_CPU.load(Relaxed) {
+        return;
+    }
+    let spins = if Pte::from_bits(old).young() {
+        spins
+    } else {
+        spins / OLD_ENTRY_SHARE
+    };
+    WINDOWS.fetch_add(1, Relaxed);
+    // Until another CPU changes the entry (the swap then loses), or `spins`
+    // polls.
+    if (0..spins).any(|_| entry.load(Relaxed) != old) {
+        WINDOWS_CHANGED.fetch_add(1, Relaxed);
+    }
 }
 
 /// [`MmOps`] for one VM's stage 2. Table pages are allocated like the
@@ -111,21 +141,11 @@ unsafe impl MmOps for S2Mm {
     }
 
     fn before_compare_and_swap(&self, entry: &AtomicU64, old: u64) {
+        // Every compare-and-swap of every stage-2 walk (vCPU faults too)
+        // passes here: one load when the knob is off.
         let spins = RACE_WINDOW.load(Relaxed);
-        // Only young entries: those a vCPU touched since the last aging
-        // sweep (its hot pages, the page it writes now) are the ones whose
-        // access flag another CPU is about to change; waiting on a cold
-        // entry would only slow the round down.
-        if spins > 0
-            && Pte::from_bits(old).young()
-            && percpu::current_id().index() == RACE_WINDOW_CPU.load(Relaxed)
-        {
-            WINDOWS.fetch_add(1, Relaxed);
-            // Until another CPU changes the entry (the swap then loses),
-            // or `spins` polls.
-            if (0..spins).any(|_| entry.load(Relaxed) != old) {
-                WINDOWS_CHANGED.fetch_add(1, Relaxed);
-            }
+        if spins != 0 {
+            hold_window(entry, old, spins);
         }
     }
 
