@@ -100,6 +100,25 @@ pub struct GuestAbort {
     pub il32: bool,
 }
 
+#[cfg(test)]
+impl GuestAbort {
+    /// A stage-2 abort on `ipa` (also the FAR), by a 4-byte instruction,
+    /// with no syndrome access: the fault-path tests' input.
+    pub(crate) fn at(kind: AbortKind, level: u8, write: bool, instruction: bool, ipa: u64) -> Self {
+        GuestAbort {
+            kind,
+            level: Some(level),
+            write,
+            instruction,
+            s1ptw: false,
+            ipa,
+            far: ipa,
+            access: None,
+            il32: true,
+        }
+    }
+}
+
 /// `HPFAR_EL2.FIPA`, bits \[43:4\]: bits \[51:12\] of the faulting IPA.
 const HPFAR_FIPA_MASK: u64 = ((1 << 44) - 1) & !0xf;
 

@@ -200,17 +200,7 @@ mod tests {
     }
 
     fn abort(kind: AbortKind, level: u8, write: bool, instruction: bool, ipa: u64) -> GuestAbort {
-        GuestAbort {
-            kind,
-            level: Some(level),
-            write,
-            instruction,
-            s1ptw: false,
-            ipa,
-            far: ipa,
-            access: None,
-            il32: true,
-        }
+        GuestAbort::at(kind, level, write, instruction, ipa)
     }
 
     fn map(ipa: u64, size: u64, host: u64, prot: Prot) -> Plan {

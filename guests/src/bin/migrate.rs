@@ -132,22 +132,7 @@ fn main(p: &Platform) {
         ram.region().end(),
         SECONDS.load(Ordering::Acquire)
     );
-    for mpidr in others.clone() {
-        let id = mpidr & 0xff;
-        check!(
-            (id as usize) < MAX_CPUS,
-            "migrate: vCPU with MPIDR {mpidr:#x}: no stack for it"
-        );
-        let ret = psci::start_secondary(mpidr, CONTEXT | id);
-        check!(ret == 0, "migrate: CPU_ON({mpidr:#x}) returned {ret}");
-    }
-    if !cpu::wait_until(WAIT_MS, || ONLINE.load(Ordering::Acquire) == n - 1) {
-        fail!(
-            "migrate: only {} of {} other vCPUs came online",
-            ONLINE.load(Ordering::Acquire),
-            n - 1
-        );
-    }
+    cpu::start_others("migrate", others.clone(), CONTEXT, &ONLINE, WAIT_MS);
     GO.store(true, Ordering::Release);
     work(ram, me);
 

@@ -74,22 +74,7 @@ fn main(p: &Platform) {
         ram.region().base,
         ram.region().end()
     );
-    for mpidr in others.clone() {
-        let id = mpidr & 0xff;
-        check!(
-            (id as usize) < MAX_CPUS,
-            "smp: vCPU with MPIDR {mpidr:#x}: no stack for it"
-        );
-        let ret = psci::start_secondary(mpidr, CONTEXT | id);
-        check!(ret == 0, "smp: CPU_ON({mpidr:#x}) returned {ret}");
-    }
-    if !cpu::wait_until(WAIT_MS, || ONLINE.load(Ordering::Acquire) == n - 1) {
-        fail!(
-            "smp: only {} of {} other vCPUs came online",
-            ONLINE.load(Ordering::Acquire),
-            n - 1
-        );
-    }
+    cpu::start_others("smp", others.clone(), CONTEXT, &ONLINE, WAIT_MS);
     GO.store(true, Ordering::Release);
     touch(ram, me);
 

@@ -42,17 +42,7 @@ fn prot(s2: &Stage2<HostMm>, ipa: u64) -> Prot {
 }
 
 fn abort(kind: AbortKind, level: u8, write: bool, ipa: u64) -> GuestAbort {
-    GuestAbort {
-        kind,
-        level: Some(level),
-        write,
-        instruction: false,
-        s1ptw: false,
-        ipa,
-        far: ipa,
-        access: None,
-        il32: true,
-    }
+    GuestAbort::at(kind, level, write, false, ipa)
 }
 
 /// A guest write to `ipa`, as the fault path serves it: (re)fault until the

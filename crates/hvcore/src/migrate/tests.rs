@@ -34,6 +34,14 @@ const BASE: u64 = 0x4000_0000;
 /// One 2 MiB block of guest RAM: faults map it as a block, enabling the
 /// log splits it.
 const SIZE: u64 = 2 << 20;
+/// The guest RAM slot every test here migrates.
+const RAM: MemSlot = MemSlot {
+    name: "ram",
+    ipa: BASE,
+    size: SIZE,
+    host: 0x8000_0000,
+    readonly: false,
+};
 const PAGES: u64 = SIZE / PAGE_SIZE;
 const WORDS_PER_PAGE: u64 = PAGE_SIZE / 8;
 /// Pages most writes go to, so that vCPUs, page aging and get-and-clear
@@ -183,13 +191,7 @@ impl Vm {
             host: HostMm::quiet(),
             tlbs: tlbs.clone(),
         };
-        let slot = MemSlot {
-            name: "ram",
-            ipa: BASE,
-            size: SIZE,
-            host: 0x8000_0000,
-            readonly: false,
-        };
+        let slot = RAM;
         Vm {
             s2: Tree(StdRwLock::new(Stage2::new(mm, 40).unwrap())),
             log: DirtyLog::new(&slot),
@@ -336,17 +338,7 @@ fn store(vm: &Vm, id: usize, word: u64, value: u64, cache: &mut MemCache) {
         cache.topup(vm.s2.read().mm(), 4).unwrap();
         {
             let tree = vm.s2.read();
-            let abort = GuestAbort {
-                kind,
-                level: Some(level.get()),
-                write: true,
-                instruction: false,
-                s1ptw: false,
-                ipa,
-                far: ipa,
-                access: None,
-                il32: true,
-            };
+            let abort = GuestAbort::at(kind, level.get(), true, false, ipa);
             let plan = s2fault::plan(&abort, &vm.slot, 1 << 30, vm.log.is_enabled());
             match s2fault::serve(&tree, plan, ipa, Some(&vm.log), cache) {
                 Ok(_) | Err(Error::Refault { .. }) => {}
@@ -574,13 +566,7 @@ fn the_final_round_waits_for_faults_in_flight() {
         tree: StdRwLock::new(Stage2::new(mm.clone(), 40).unwrap()),
         steps: &steps,
     };
-    let slot = MemSlot {
-        name: "ram",
-        ipa: BASE,
-        size: SIZE,
-        host: 0x8000_0000,
-        readonly: false,
-    };
+    let slot = RAM;
     let log = DirtyLog::new(&slot);
     let cfg = Precopy {
         max_rounds: 2,
