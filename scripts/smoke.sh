@@ -7,6 +7,17 @@
 # test.sh sources this file and calls smoke_tests after its own build step.
 # SMOKE_TIMEOUT (seconds, default 30) bounds each boot.
 
+# verdict NAME WHY LOG: a PASS line if WHY is empty; otherwise a FAIL line
+# saying why, and the end of the run's log.
+verdict() {
+    if [[ -z "$2" ]]; then
+        pass "$1"
+    else
+        fail "$1" "$2 (log: $3)"
+        tail -n 25 "$3" | sed 's/^/    | /'
+    fi
+}
+
 # boot_test NAME STATUS [PATTERN...] -- [QEMU ARGS...]
 # Passes if the run exits with STATUS and its output contains every PATTERN
 # (fixed strings); a PATTERN written NOT:text means text must NOT appear.
@@ -33,12 +44,7 @@ boot_test() {
             why="${why:+$why; }missing output: $pattern"
         fi
     done
-    if [[ -z "$why" ]]; then
-        pass "$name"
-    else
-        fail "$name" "$why (log: $log)"
-        tail -n 25 "$log" | sed 's/^/    | /'
-    fi
+    verdict "$name" "$why" "$log"
 }
 
 # Guests (guests/src/bin): each prints what it checked and exits through
@@ -174,12 +180,7 @@ bench_script_test() {
         "report written to $TEST_LOG_DIR/bench/report.md"; do
         grep -qF -- "$row" "$log" || why="${why:+$why; }missing output: $row"
     done
-    if [[ -z "$why" ]]; then
-        pass "$name"
-    else
-        fail "$name" "$why (log: $log)"
-        tail -n 25 "$log" | sed 's/^/    | /'
-    fi
+    verdict "$name" "$why" "$log"
 }
 
 smoke_tests() {
