@@ -565,7 +565,11 @@ fn wrprotect_is_never_lost_to_access_flag_updates() {
                                 }
                             }
                             let _stop = Stop(stop);
+                            // Each swap waits while the others run: the
+                            // races happen even on a loaded machine.
+                            hold_cas_windows(true);
                             let res = s2.shared().wrprotect(base, pages * K4);
+                            hold_cas_windows(false);
                             let ok = match res {
                                 Ok(f) => {
                                     tally.ok += 1;

@@ -507,6 +507,29 @@ unsafe impl MmOps for TestMm {
         self.event(Ev::Relax);
         self.0.host.relax();
     }
+
+    fn before_compare_and_swap(&self, _entry: &AtomicU64, _old: u64) {
+        let n = HOLD_CAS_WINDOWS.get();
+        if n != 0 {
+            HOLD_CAS_WINDOWS.set(n + 1);
+            if n % 8 == 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+std::thread_local! {
+    /// Set by [`hold_cas_windows`] on the calling thread: 1 + the
+    /// compare-and-swaps made since (0: off).
+    static HOLD_CAS_WINDOWS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes every eighth compare-and-swap of the calling thread's walks on a
+/// [`TestMm`] yield between reading the entry and swapping it, so that the
+/// races a test waits for happen however loaded the machine is.
+pub fn hold_cas_windows(on: bool) {
+    HOLD_CAS_WINDOWS.set(u64::from(on));
 }
 
 /// A pointer to a tree that a hook may use while a *shared* walk of the same
