@@ -384,6 +384,21 @@ fn parse_count(value: &str, max: u32) -> Option<u32> {
     (1..=max).contains(&n).then_some(n)
 }
 
+/// Splits a command line at a lone `--`: what comes before is the
+/// hypervisor's, what follows is the guest's `/chosen/bootargs` (with its
+/// leading spaces dropped). Without one, all of it is the hypervisor's.
+#[must_use]
+pub fn split_guest(line: &str) -> (&str, &str) {
+    let mut at = 0;
+    for token in line.split(' ') {
+        if token == "--" {
+            return (&line[..at], line[at + 2..].trim_start());
+        }
+        at += token.len() + 1;
+    }
+    (line, "")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -716,5 +731,21 @@ mod tests {
         fn parse_never_panics(line in "[a-z=\\t ]{0,40}") {
             let _ = BootArgs::parse(&line).map(|a| a.unknown().count());
         }
+    }
+
+    #[test]
+    fn split_at_a_lone_double_dash() {
+        assert_eq!(split_guest("log=info"), ("log=info", ""));
+        assert_eq!(split_guest("log=info -- a b"), ("log=info ", "a b"));
+        assert_eq!(split_guest("-- a"), ("", "a"));
+        assert_eq!(split_guest("log=info --"), ("log=info ", ""));
+        assert_eq!(
+            split_guest("x --y -- z -- w"),
+            ("x --y ", "z -- w"),
+            "the first lone one"
+        );
+        assert_eq!(split_guest("a --  spaced"), ("a ", "spaced"));
+        assert_eq!(split_guest("a--b"), ("a--b", ""), "not a lone token");
+        assert_eq!(split_guest(""), ("", ""));
     }
 }

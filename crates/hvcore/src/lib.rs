@@ -1,8 +1,13 @@
 //! Portable hypervisor logic, tested on the host: syndrome and guest-abort decoding, boot
 //! arguments, physical-range arithmetic, the page-frame bitmap, and the guest's side of
-//! things: memory slots, what a stage-2 fault needs, dirty logging and pre-copy migration,
-//! PSCI and benchmark hypercalls, the emulated PL011 and the guest device tree.
+//! things: memory slots and the memory map, what a stage-2 fault needs, dirty logging and
+//! pre-copy migration, MMIO emulation and the bus, exception injection, the SMCCC services
+//! (PSCI and its power states, benchmark hypercalls), the request/kick protocol, the
+//! emulated PL011 and the guest device tree.
+//!
+//! No `unsafe` outside tests: the hardware layer of the hypervisor holds it all.
 #![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(test), forbid(unsafe_code))]
 
 extern crate alloc;
 
@@ -14,11 +19,19 @@ pub mod esr;
 pub mod frame;
 pub mod guest_abort;
 pub mod guest_dt;
+pub mod inject;
+pub mod memmap;
 pub mod migrate;
+pub mod mmio;
 pub mod pl011;
+pub mod power;
 pub mod psci;
 pub mod range;
+pub mod regs;
+pub mod request;
 pub mod s2fault;
 pub mod slots;
+pub mod smccc;
+pub mod vmconfig;
 
 pub use addr::PhysAddr;
