@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Debug the hypervisor: QEMU starts halted with its gdb stub on a free port,
 # and gdb-multiarch attaches with the ELF's symbols, a breakpoint set at the
-# Rust entry point (hyp::boot::rust_entry).
+# Rust entry point (hyp::hyp_entry::rust_entry).
 #
 #   scripts/debug.sh [qemu args...]          interactive gdb
 #   scripts/debug.sh --check [qemu args...]  batch: break at the Rust entry,
-#       then in the guest-abort handler (hyp::vm::fault::guest_abort),
+#       then in the guest-abort handler (hyp::vmm::abort::guest_abort),
 #       print a backtrace and the exception level, continue to the end;
 #       exit 0 only if the breakpoint was hit at EL2 and the run exited 0.
 #
@@ -65,7 +65,7 @@ gdb_args=(
     -ex "file $HYP_ELF"
     "${guest_syms[@]}"
     -ex "target remote 127.0.0.1:$port"
-    -ex "break hyp::boot::rust_entry"
+    -ex "break hyp::hyp_entry::rust_entry"
 )
 
 if [[ $check == 0 ]]; then
@@ -79,7 +79,7 @@ timeout 60 gdb-multiarch -batch "${gdb_args[@]}" \
     -ex "backtrace" \
     -ex 'printf "current EL = %d\n", ($cpsr >> 2) & 3' \
     -ex "delete" \
-    -ex "break hyp::vm::fault::guest_abort" \
+    -ex "break hyp::vmm::abort::guest_abort" \
     -ex "continue" \
     -ex "backtrace" \
     -ex 'printf "guest abort: EL = %d, ESR_EL2 below\n", ($cpsr >> 2) & 3' \
@@ -102,7 +102,7 @@ grep -q "^#0 .*rust_entry" "$gdb_log" || { echo "debug.sh: no backtrace from rus
 grep -q "^current EL = 2$" "$gdb_log" || { echo "debug.sh: not at EL2 at the Rust entry"; ok=0; }
 if [[ "$guest" != none ]]; then
     grep -q "Breakpoint 2, .*guest_abort" "$gdb_log" || { echo "debug.sh: breakpoint in the guest-abort handler not hit"; ok=0; }
-    grep -q "^#[0-9].*handle_exit" "$gdb_log" || { echo "debug.sh: no backtrace through the exit path"; ok=0; }
+    grep -q "^#[0-9].*vmm::exit::handle" "$gdb_log" || { echo "debug.sh: no backtrace through the exit path"; ok=0; }
     grep -q "^guest abort: EL = 2," "$gdb_log" || { echo "debug.sh: guest-abort handler not at EL2"; ok=0; }
 fi
 [[ $qemu_status == 0 ]] || { echo "debug.sh: hypervisor exited with status $qemu_status"; ok=0; }

@@ -77,7 +77,7 @@ guest_tests() {
 
     boot_test "guest rom: reads the pattern, a write is refused with an abort" 0 \
         "write to a read-only slot: permission fault level 2, write, ipa 0x4000100" \
-        "guest: rom: read ok, write faulted (ESR 0x96000010)" "aborts injected 1" \
+        "guest: rom: read ok, write faulted (ESR 0x96000050)" "aborts injected 1" \
         "NOT:guest: FAIL" -- --guest rom
 
     boot_test "guest relax: executing a data page relaxes stage 2 to X" 0 \
@@ -246,7 +246,7 @@ smoke_tests() {
         "EC:     BRK (AArch64) (0x3c)" "ISS:    brk #0x1" -- -append "fault=brk"
 
     boot_test "panic: message and location, exit 2" 2 \
-        "!!! PANIC on cpu 0 at src/exception.rs:" "deliberate panic (fault=panic)" \
+        "!!! PANIC on cpu 0 at src/arch/exception.rs:" "deliberate panic (fault=panic)" \
         -- -append "fault=panic"
 
     head -c 4194304 /dev/urandom >"$TEST_LOG_DIR/big.img"

@@ -1,12 +1,10 @@
 //! The `log` backend: one console line per record, stamped with the time
 //! since boot (generic timer) and the logical CPU id.
 
-use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0};
 use hvcore::bootargs::LogLevel;
 use log::{LevelFilter, Log, Metadata, Record};
 
-use crate::console;
-use crate::percpu;
+use crate::arch::{console, cpu, percpu};
 
 struct ConsoleLogger;
 
@@ -21,7 +19,7 @@ impl Log for ConsoleLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let (secs, micros) = uptime();
+        let (secs, micros) = cpu::uptime();
         console::print(format_args!(
             "[{secs:4}.{micros:06}] {:<5} cpu{}: {}\n",
             record.level(),
@@ -31,13 +29,6 @@ impl Log for ConsoleLogger {
     }
 
     fn flush(&self) {}
-}
-
-/// Time since the counter started (at reset, under QEMU), as (s, µs).
-fn uptime() -> (u64, u64) {
-    let ticks = CNTPCT_EL0.get();
-    let freq = CNTFRQ_EL0.get().max(1);
-    (ticks / freq, (ticks % freq) * 1_000_000 / freq)
 }
 
 /// Installs the logger at `level`. Later calls only change the level.

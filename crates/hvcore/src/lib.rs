@@ -24,6 +24,7 @@ pub mod memmap;
 pub mod migrate;
 pub mod mmio;
 pub mod pl011;
+pub mod platform;
 pub mod power;
 pub mod psci;
 pub mod range;
@@ -32,6 +33,7 @@ pub mod request;
 pub mod s2fault;
 pub mod slots;
 pub mod smccc;
+pub mod verdict;
 pub mod vmconfig;
 
 pub use addr::PhysAddr;

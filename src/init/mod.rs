@@ -1,0 +1,404 @@
+//! The boot layer: the boot CPU's sequence (device tree, console, logging, memory, other CPUs, the VM and its jobs), what every CPU then does, and the end of the run. The only layer that sees all others.
+//!
+//! Any boot error ends the run with a clear message and
+//! [`ExitStatus::Failure`]. Once VMs run, each CPU serves its vCPU (or
+//! runs its job, or waits); the run ends when every VM has ended, with a
+//! status from how each ended and whether every job succeeded
+//! (`hvcore::verdict`).
+
+mod smp;
+
+use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use hvcore::bootargs::{self, BootArgError, BootArgs, LogLevel};
+use hvcore::platform::{DtbError, Gic, Platform, PsciConduit, MAX_CPUS};
+use hvcore::verdict::{self, VmEnd};
+use hvcore::vmconfig::{self, PlanError};
+use hvcore::PhysAddr;
+use log::{debug, info, warn};
+use spin::Once;
+
+use crate::arch::boot;
+use crate::arch::console::{self, println};
+use crate::arch::exit::{exit, exit_code, ExitStatus};
+use crate::arch::mm::{self, Carve, MmError};
+use crate::arch::percpu::CpuId;
+use crate::arch::{cpu, exception, gic, guest_mem, pmu};
+use crate::jobs::bench::Bench;
+use crate::jobs::migrate::{Migration, MigrationConfig, DEFAULT_CONVERGE_PAGES};
+use crate::logger;
+use crate::vmm::stats::VmStats;
+use crate::vmm::vcpu::{self, RunEnd, Vcpu};
+use crate::vmm::vm::{Vm, VmConfig, VmError};
+use crate::vmm::table;
+use smp::SmpError;
+
+/// Why boot stopped.
+#[derive(Debug)]
+enum BootError {
+    Dtb(DtbError),
+    BootArgs(BootArgError<'static>),
+    Mm(MmError),
+    Mmu(mm::mmu::MmuError),
+    Smp(SmpError),
+    Plan(PlanError),
+    Vm(VmError),
+    FrameSelfTest,
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dtb(e) => write!(f, "{e}"),
+            Self::BootArgs(e) => write!(f, "{e}"),
+            Self::Mm(e) => write!(f, "{e}"),
+            Self::Mmu(e) => write!(f, "{e}"),
+            Self::Smp(e) => write!(f, "{e}"),
+            Self::Plan(e) => write!(f, "{e}"),
+            Self::Vm(e) => write!(f, "{e}"),
+            Self::FrameSelfTest => f.write_str("frame allocator self-test failed"),
+        }
+    }
+}
+
+/// Guest RAM when `guest.mem=` is not given.
+const DEFAULT_GUEST_MEM: u64 = 128 << 20;
+
+/// What a CPU without a vCPU does.
+#[derive(Clone, Copy)]
+enum Job {
+    /// Migrates a VM's RAM.
+    Migrate(&'static Migration),
+    /// Ages a migrating VM's RAM beside the rounds.
+    Age(&'static Migration),
+}
+
+/// Each CPU's job, if it has one.
+static JOBS: [Once<Job>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
+/// The migration, for the verdict.
+static MIGRATION: Once<&'static Migration> = Once::new();
+/// Set once the boot CPU has handed out every vCPU and job.
+static BOOTED: AtomicBool = AtomicBool::new(false);
+
+/// The boot CPU, from the entry point: boots, then serves its vCPU.
+pub fn boot_cpu_main(dtb: usize) -> ! {
+    match boot(dtb) {
+        Ok(true) => cpu_loop(CpuId::BOOT),
+        Ok(false) => {
+            info!("done: exiting with status 0");
+            exit(ExitStatus::Success)
+        }
+        Err(e) => {
+            // Printed directly, not logged: the logger may not be up yet,
+            // and the level may be `off`.
+            println!("error: {e}");
+            exit(ExitStatus::Failure)
+        }
+    }
+}
+
+/// Every other CPU, from the entry point: sets itself up, then waits for
+/// work.
+pub fn secondary_main(cpu: CpuId) -> ! {
+    smp::secondary_setup(cpu);
+    cpu_loop(cpu)
+}
+
+/// Boots: returns whether a guest runs (and this CPU should serve it).
+fn boot(dtb: usize) -> Result<bool, BootError> {
+    let machine = boot::read_machine(dtb).map_err(BootError::Dtb)?;
+    console::init(&machine);
+    let platform = machine.platform();
+    let (host_args, guest_args) = bootargs::split_guest(platform.bootargs);
+    let args = BootArgs::parse(host_args).map_err(BootError::BootArgs)?;
+    logger::init(args.log_level.unwrap_or(LogLevel::Info));
+
+    info!(
+        "hyp {} booting on cpu 0 at EL2, device tree at {:#x}",
+        env!("CARGO_PKG_VERSION"),
+        dtb
+    );
+    log_platform(platform);
+    for token in args.unknown() {
+        debug!("bootargs: ignoring unknown argument `{token}`");
+    }
+    if let Some((major, minor)) = smp::psci_version(platform) {
+        info!("psci: version {major}.{minor}");
+    }
+
+    let image = guest_mem::boot_image(&machine).filter(|_| !args.guest_none);
+    let guest_mem = args.guest_mem.unwrap_or(DEFAULT_GUEST_MEM);
+    let migrate = args.migrate.filter(|_| image.is_some());
+    // No heap yet: the carves are a fixed array, of which the first `n`.
+    let carves = [
+        Carve {
+            what: "guest RAM",
+            size: guest_mem,
+            gib_aligned: true,
+        },
+        Carve {
+            what: "guest ROM",
+            size: hvcore::memmap::ROM_SIZE,
+            gib_aligned: false,
+        },
+        Carve {
+            what: "migration copy",
+            size: guest_mem,
+            gib_aligned: false,
+        },
+    ];
+    let n = match (image, migrate) {
+        (None, _) => 0,
+        (Some(_), None) => 2,
+        (Some(_), Some(_)) => 3,
+    };
+    let carved = mm::init(&machine, &carves[..n]).map_err(BootError::Mm)?;
+    frame_self_test()?;
+    mm::mmu::init(&machine).map_err(BootError::Mmu)?;
+    gic::init(&machine);
+    gic::init_cpu();
+    match pmu::init_cpu() {
+        Ok(pmu) => info!("pmu: {pmu}"),
+        Err(e) => warn!("pmu: {e}"),
+    }
+
+    let online = smp::start_secondaries(platform).map_err(BootError::Smp)?;
+    info!("all {online} CPUs online");
+
+    if args.bench {
+        info!("bench: benchmark hypercalls on (bench=on)");
+    }
+    if let Some(fault) = args.fault {
+        exception::inject(fault);
+    }
+    summary(online);
+    let Some(image) = image else {
+        info!("no guest to run (pass one with -initrd; guest=none skips it)");
+        return Ok(false);
+    };
+    let plan = vmconfig::plan(online, args.guest_smp, migrate.is_some()).map_err(BootError::Plan)?;
+    let cpus: Vec<CpuId> = (0..plan.vcpus).map(CpuId::new).collect();
+    let vm = table::create(&VmConfig {
+        image,
+        ram: carved[0],
+        rom: carved[1],
+        cpus: &cpus,
+        bootargs: guest_args,
+        max_block: args.guest_block.unwrap_or(1 << 30),
+    })
+    .map_err(BootError::Vm)?;
+    if args.bench {
+        vm.set_vendor_service(&Bench);
+    }
+    if let (Some(rounds), Some(migrate_cpu)) = (migrate, plan.migrate_cpu) {
+        let m: &'static Migration = Box::leak(Box::new(Migration::new(
+            vm,
+            MigrationConfig {
+                rounds,
+                dest: carved[2],
+                race_window: args.migrate_window.unwrap_or(0),
+                converge: u64::from(args.migrate_converge.unwrap_or(DEFAULT_CONVERGE_PAGES)),
+            },
+        )));
+        MIGRATION.call_once(|| m);
+        give_job(CpuId::new(migrate_cpu), Job::Migrate(m));
+        if let Some(ager) = plan.ager_cpu {
+            give_job(CpuId::new(ager), Job::Age(m));
+        }
+    }
+    table::publish(vm);
+    BOOTED.store(true, Ordering::Release);
+    Ok(true)
+}
+
+/// Gives CPU `cpu` a job and wakes it.
+fn give_job(cpu: CpuId, job: Job) {
+    JOBS[cpu.index()].call_once(|| job);
+    cpu::wake_all();
+    let _ = gic::kick(cpu);
+}
+
+/// What every CPU does once booted: its job, or its vCPU, or nothing.
+fn cpu_loop(cpu: CpuId) -> ! {
+    loop {
+        if let Some(&job) = JOBS[cpu.index()].get() {
+            run_job(job);
+            idle(cpu);
+        }
+        if let Some((vm, vcpu)) = table::vcpu_of(cpu) {
+            serve(cpu, vm, vcpu);
+        }
+        if BOOTED.load(Ordering::Acquire) && table::vcpu_of(cpu).is_none() {
+            idle(cpu);
+        }
+        wait(cpu);
+    }
+}
+
+/// Runs a job to its end; a failed migration ends the run (its copy is
+/// wrong, or was never made).
+fn run_job(job: Job) {
+    match job {
+        Job::Migrate(m) => {
+            if !m.run() {
+                m.verdict();
+                exit(ExitStatus::Failure);
+            }
+        }
+        Job::Age(m) => m.age(),
+    }
+}
+
+/// Serves `vcpu` of `vm` on this CPU until the VM ends: runs it whenever
+/// it is powered on, waits while it is off.
+fn serve(cpu: CpuId, vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
+    loop {
+        if vm.end().is_some() {
+            finish(cpu, vm);
+        }
+        if let Some(start) = vcpu.power.take_start() {
+            if vcpu::run(vm, vcpu, start) == RunEnd::VmEnded {
+                finish(cpu, vm);
+            }
+            continue;
+        }
+        wait(cpu);
+    }
+}
+
+/// This CPU has left `vm`, which ended. The last of its vCPUs to leave
+/// reports how it ended; once every VM has, the run ends.
+fn finish(cpu: CpuId, vm: &'static Vm) -> ! {
+    if vm.leave() {
+        let stats = VmStats::sum(vm.vcpus.iter().map(|v| &v.stats));
+        stats.log(&vm.stage2.read().stats(), vm.pause.kicks());
+        if let Some(end) = vm.end() {
+            info!("vm{}: {end}", vm.id);
+        }
+        if table::all_finished() {
+            end_run();
+        }
+    }
+    idle(cpu)
+}
+
+/// Ends the run with the status every VM's end and every job give.
+fn end_run() -> ! {
+    let ends: Vec<VmEnd> = table::vms().filter_map(|vm| vm.end()).collect();
+    let jobs_ok = MIGRATION.get().is_none_or(|m| m.verdict());
+    let status = verdict::run_status(ends, jobs_ok);
+    info!("run: every VM ended: exiting with status {status}");
+    exit_code(status)
+}
+
+/// Waits for something to happen to this CPU: an interrupt (a kick), or
+/// an event where no GICv3 can kick.
+fn wait(cpu: CpuId) {
+    if gic::can_kick(cpu).is_ok() {
+        cpu::wait_for_interrupt();
+        gic::handle_irq();
+    } else {
+        cpu::wait_for_event();
+    }
+}
+
+/// Nothing left for this CPU to do: it waits for good (the run ends
+/// elsewhere).
+fn idle(cpu: CpuId) -> ! {
+    loop {
+        wait(cpu);
+    }
+}
+
+/// Allocates and frees a few frames, checking the counts follow.
+fn frame_self_test() -> Result<(), BootError> {
+    let before = mm::frame_stats();
+    let mut frames = [PhysAddr::new(0); 4];
+    for slot in &mut frames {
+        *slot = mm::alloc_frame().ok_or(BootError::FrameSelfTest)?;
+    }
+    let during = mm::frame_stats();
+    for frame in frames {
+        mm::free_frame(frame).map_err(|_| BootError::FrameSelfTest)?;
+    }
+    let ok = during.used == before.used + frames.len() && mm::frame_stats() == before;
+    debug!(
+        "mm: frame self-test allocated and freed {} .. {}",
+        frames[0],
+        frames[frames.len() - 1]
+    );
+    ok.then_some(()).ok_or(BootError::FrameSelfTest)
+}
+
+/// The state of the machine after boot.
+fn summary(online: usize) {
+    let frames: mm::FrameStats = mm::frame_stats();
+    let heap: mm::HeapStats = mm::heap_stats();
+    info!(
+        "summary: {online} CPUs online at EL2; frames {} total, {} used, {} free; heap {}/{} bytes used",
+        frames.total, frames.used, frames.free, heap.allocated, heap.total
+    );
+}
+
+/// Logs what the device tree describes, one line per item.
+fn log_platform(p: &Platform<'_>) {
+    const MIB: u64 = 1024 * 1024;
+    info!("platform: {}", p.model);
+    info!("dtb: {} ({} bytes)", p.dtb, p.dtb.size());
+    for range in p.memory.as_slice() {
+        info!("memory: {range} ({} MiB)", range.size() / MIB);
+    }
+    for range in p.reserved.as_slice() {
+        info!("reserved: {range}");
+    }
+    match p.initrd {
+        Some(initrd) => info!("initrd: {initrd} ({} bytes)", initrd.size()),
+        None => info!("initrd: none"),
+    }
+    info!("cpus: {}, mpidr {}", p.cpus.mpidrs().len(), HexList(p.cpus.mpidrs()));
+    if p.cpus.ignored > 0 {
+        warn!(
+            "cpus: {} more listed, ignored (MAX_CPUS = {MAX_CPUS})",
+            p.cpus.ignored
+        );
+    }
+    if p.cpus.no_reg > 0 {
+        warn!("cpus: {} cpu node(s) without reg, ignored", p.cpus.no_reg);
+    }
+    info!("uart: pl011 at {}", p.uart);
+    match p.gic {
+        Some(Gic::V3 {
+            distributor,
+            redistributors,
+        }) => info!("gic: v3, distributor {distributor}, redistributors {redistributors}"),
+        Some(Gic::V2 {
+            distributor,
+            cpu_interface,
+        }) => info!("gic: v2, distributor {distributor}, cpu interface {cpu_interface}"),
+        None => warn!("gic: none found"),
+    }
+    match p.psci {
+        Some(PsciConduit::Smc) => info!("psci: method smc"),
+        Some(PsciConduit::Hvc) => warn!("psci: method hvc, unusable from EL2"),
+        None => warn!("psci: no /psci node"),
+    }
+    info!("bootargs: {:?}", p.bootargs);
+}
+
+/// Formats values as `0x0 0x1 ...`.
+struct HexList<'a>(&'a [u64]);
+
+impl fmt::Display for HexList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, v) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{v:#x}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! The guest-abort path: a stage-2 fault in a memory slot is served by a shared, fault-mode walk; an access to a device window is emulated; anything else gets an injected abort.
+//!
+//! What a fault needs (map, relax, set the access flag, mark dirty, or
+//! refuse) is decided by `hvcore::s2fault::plan`, host-tested; this file
+//! is the plumbing. Lock protocol: the vCPU's memory cache is topped up
+//! *before* the stage-2 read lock is taken, so no allocator runs under it;
+//! the slot's dirty-log state is read *under* the read lock (enabling the
+//! log takes the write lock, so a fault either finished before or sees
+//! it); the walk itself is a shared fault-mode walk, which never waits for
+//! another vCPU: when it loses a race, or finds the work done, it returns
+//! `Error::Refault` and the vCPU simply resumes the guest (which faults
+//! again if it still needs to, or just proceeds).
+
+use hvcore::guest_abort::GuestAbort;
+use hvcore::inject::Exception;
+use hvcore::mmio;
+use hvcore::s2fault::{self, Plan};
+use hvcore::verdict::VmEnd;
+use log::{error, warn};
+use pgtable::Error;
+
+use super::devices;
+use super::inject;
+use super::vcpu::{ExitAction, Running, FAULT_CACHE_PAGES};
+use crate::arch::exception;
+
+/// Handles a data or instruction abort from the guest with syndrome `esr`.
+#[inline(never)]
+pub fn guest_abort(run: &mut Running<'_>, esr: u64) -> ExitAction {
+    let (far, hpfar) = exception::fault_addresses();
+    let Some(abort) = GuestAbort::decode(esr, far, hpfar) else {
+        inject::exception(run, true, Exception::Undefined);
+        return ExitAction::Resume;
+    };
+    let vm = run.vm;
+    let Some((index, slot)) = vm.slots.find_indexed(abort.ipa) else {
+        return outside_memory(run, &abort);
+    };
+    let stats = &run.vcpu.stats;
+    stats.fault(abort.kind, abort.level);
+    let log = vm.logs.get(index);
+    let cache = &mut run.state.cache;
+    // Pages first, with no lock held: the walk below takes only from here.
+    if let Err(e) = cache.topup(&vm.s2mm, FAULT_CACHE_PAGES) {
+        return fatal(run, &abort, e);
+    }
+    let result = {
+        let stage2 = vm.stage2.read();
+        // Read under the read lock: enabling the log takes the write lock.
+        let logging = log.is_some_and(|log| log.is_enabled());
+        let fault = s2fault::plan(&abort, slot, vm.max_block, logging);
+        if let Plan::Refuse(why) = fault.plan {
+            drop(stage2);
+            refuse(run, &abort, why);
+            return ExitAction::Resume;
+        }
+        s2fault::serve(&stage2, fault, abort.ipa, log, cache)
+    };
+    match result {
+        Ok(served) => stats.served(&served),
+        Err(Error::Refault { .. }) => stats.refault(),
+        Err(e) => return fatal(run, &abort, e),
+    }
+    ExitAction::Resume
+}
+
+/// An abort on an IPA in no memory slot: a device's access, or refused.
+fn outside_memory(run: &mut Running<'_>, abort: &GuestAbort) -> ExitAction {
+    if abort.s1ptw {
+        // The guest's own stage-1 walk read a table from nowhere: the CPU
+        // reports that as an external abort on the walk, not as the access.
+        refuse(run, abort, "stage-1 table walk outside guest memory");
+        return ExitAction::Resume;
+    }
+    let Some((&device, offset)) = run.vm.bus.find(abort.ipa) else {
+        refuse(run, abort, "no memory slot or device there");
+        return ExitAction::Resume;
+    };
+    run.vcpu.stats.mmio();
+    match mmio::decode(run.regs(), abort) {
+        Ok(op) => {
+            let value = devices::access(run, device, offset, op);
+            mmio::complete(run.regs(), abort, op, value);
+        }
+        Err(refusal) => refuse(run, abort, refusal.why()),
+    }
+    ExitAction::Resume
+}
+
+/// A fault the hypervisor cannot serve (memory exhausted, retries
+/// exhausted): the VM is stopped; the hypervisor and other VMs carry on.
+fn fatal(run: &Running<'_>, abort: &GuestAbort, e: Error) -> ExitAction {
+    error!(
+        "vm{}/vcpu{}: cannot serve {abort}: {e}: stopping the VM",
+        run.vm.id,
+        run.vcpu.id()
+    );
+    ExitAction::StopVm(VmEnd::Failed("a stage-2 fault could not be served"))
+}
+
+/// Refuses an access: logs it and makes the guest take a synchronous
+/// external abort. The hypervisor stays up; the guest decides.
+pub fn refuse(run: &mut Running<'_>, abort: &GuestAbort, why: &str) {
+    warn!(
+        "vm{}/vcpu{}: {why}: {abort} at pc {:#x}: injecting an external abort",
+        run.vm.id,
+        run.vcpu.id(),
+        run.regs().pc
+    );
+    let exception = Exception::ExternalAbort {
+        instruction: abort.instruction,
+        write: abort.write && !abort.s1ptw,
+        far: abort.far,
+        walk_level: None,
+    };
+    inject::exception(run, abort.il32, exception);
+}

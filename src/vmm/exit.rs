@@ -1,0 +1,88 @@
+//! Every exit from a guest starts here: the vector and the syndrome say why, one handler serves it and returns an [`ExitAction`].
+//!
+//! Handlers by exception class, as Linux KVM's `arm_exit_handlers`: `HVC`
+//! → [`super::hypercall`], `SMC` → refused, data and instruction aborts →
+//! [`super::abort`], anything else → an undefined instruction. A physical
+//! interrupt is a kick from another CPU (see `hvcore::request`):
+//! acknowledged here; whatever was asked is served before the next entry.
+
+use hvcore::esr::{ec, ExceptionClass};
+use hvcore::inject::Exception;
+use hvcore::psci::ret;
+use log::warn;
+
+use super::stats::ExitReason;
+use super::vcpu::{ExitAction, Running};
+use super::{abort, hypercall, inject};
+use crate::arch::exception::{self, Kind, Vector};
+use crate::arch::gic;
+
+/// `ESR_ELx.IL`: the trapped instruction is 32 bits long.
+const ESR_IL: u64 = 1 << 25;
+
+/// Serves one exit of the vCPU `run`.
+pub fn handle(run: &mut Running<'_>, vector: Vector) -> ExitAction {
+    let stats = &run.vcpu.stats;
+    match vector.kind {
+        Kind::Sync => {}
+        Kind::Irq => {
+            stats.exit(ExitReason::Irq);
+            let (_kicks, others) = gic::handle_irq();
+            if others > 0 {
+                warn!(
+                    "vm{}/vcpu{}: {others} unexpected interrupt(s) ended",
+                    run.vm.id,
+                    run.vcpu.id()
+                );
+            }
+            return ExitAction::Resume;
+        }
+        _ => {
+            // No FIQ or SError is routed to a guest: note it and carry on.
+            stats.exit(ExitReason::Other);
+            warn!(
+                "vm{}/vcpu{}: unexpected {vector}",
+                run.vm.id,
+                run.vcpu.id()
+            );
+            return ExitAction::Resume;
+        }
+    }
+    let esr = exception::syndrome();
+    // The class alone picks the handler; each decodes what it needs (the
+    // fault path its abort), so the syndrome is not decoded twice.
+    match ((esr >> 26) & 0x3f) as u8 {
+        ec::HVC64 => {
+            stats.exit(ExitReason::Hvc);
+            hypercall::hvc(run)
+        }
+        ec::SMC64 => {
+            // Trapped by HCR_EL2.TSC; the PC points at the SMC itself.
+            stats.exit(ExitReason::Smc);
+            let regs = run.regs();
+            regs.x[0] = ret::NOT_SUPPORTED as u64;
+            regs.skip_instruction(true);
+            ExitAction::Resume
+        }
+        ec::DABT_LOWER => {
+            stats.exit(ExitReason::DataAbort);
+            abort::guest_abort(run, esr)
+        }
+        ec::IABT_LOWER => {
+            stats.exit(ExitReason::InstructionAbort);
+            abort::guest_abort(run, esr)
+        }
+        raw => {
+            let class = ExceptionClass::from_bits(raw);
+            stats.exit(ExitReason::Other);
+            warn!(
+                "vm{}/vcpu{}: unhandled exit ({class}) at pc {:#x}: injecting an undefined instruction",
+                run.vm.id,
+                run.vcpu.id(),
+                run.regs().pc
+            );
+            inject::exception(run, esr & ESR_IL != 0, Exception::Undefined);
+            ExitAction::Resume
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! A VM: its memory slots and memory map, its stage-2 tree behind a reader-writer lock, its MMIO bus and devices, its vCPUs, and how it ends.
+
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use alloc::vec::Vec;
+
+use hvcore::dirty::DirtyLog;
+use hvcore::guest_dt::{self, VmDesc};
+use hvcore::memmap::{DeviceKind, MemoryMap, ROM_MAGIC};
+use hvcore::mmio::{Bus, BusError};
+use hvcore::pl011::Pl011Emu;
+use hvcore::power::Start;
+use hvcore::request::{Kick, PauseGate};
+use hvcore::slots::{MemSlot, SlotError, SlotMap};
+use hvcore::smccc::Workarounds;
+use hvcore::verdict::VmEnd;
+use log::info;
+use pgtable::Stage2;
+use spin::{Mutex, Once, RwLock};
+
+use super::hypercall::VendorService;
+use super::vcpu::Vcpu;
+use crate::arch::context::VmControls;
+use crate::arch::guest_mem::{self, HostRange};
+use crate::arch::percpu::{self, CpuId};
+use crate::arch::s2mm::S2Mm;
+use crate::arch::{cpu, gic, mm};
+
+/// IPA bits of every VM's stage 2 (1 TiB: RAM, ROM and devices fit).
+const IPA_BITS: u32 = 40;
+
+/// Everything a VM is made from.
+#[derive(Debug)]
+pub struct VmConfig<'a> {
+    /// The guest image (copied to the start of RAM).
+    pub image: &'a [u8],
+    /// Host memory for guest RAM (2 MiB aligned).
+    pub ram: HostRange,
+    /// Host memory for the ROM slot (2 MiB).
+    pub rom: HostRange,
+    /// The physical CPU of each vCPU, in vCPU order.
+    pub cpus: &'a [CpuId],
+    /// The guest's command line (`/chosen/bootargs`).
+    pub bootargs: &'a str,
+    /// The largest block a stage-2 fault maps (4 KiB, 2 MiB or 1 GiB).
+    pub max_block: u64,
+}
+
+/// Why a VM could not be created.
+#[derive(Debug)]
+pub enum VmError {
+    /// The image does not fit in RAM below the device tree.
+    ImageTooLarge {
+        /// Image size.
+        image: u64,
+        /// Room for it.
+        room: u64,
+    },
+    /// A memory slot was refused.
+    Slot(SlotError),
+    /// A device window was refused.
+    Bus(BusError),
+    /// The device tree could not be built.
+    Dtb(guest_dt::GuestDtError),
+    /// No page for the stage-2 root.
+    Stage2(pgtable::Error),
+    /// The VM table is full.
+    TableFull,
+}
+
+impl fmt::Display for VmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ImageTooLarge { image, room } => write!(
+                f,
+                "vm: guest image of {image} bytes does not fit in the {room} bytes of RAM below the device tree"
+            ),
+            Self::Slot(e) => write!(f, "vm: memory slot: {e}"),
+            Self::Bus(e) => write!(f, "vm: {e}"),
+            Self::Dtb(e) => write!(f, "vm: device tree: {e}"),
+            Self::Stage2(e) => write!(f, "vm: stage 2: {e}"),
+            Self::TableFull => f.write_str("vm: no room for another VM"),
+        }
+    }
+}
+
+/// An emulated device on a VM's MMIO bus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// The PL011 UART ([`Vm::uart`]).
+    Uart,
+}
+
+/// One virtual machine.
+pub struct Vm {
+    /// Its number, in console tags and log lines.
+    pub id: u16,
+    /// Its guest-physical memory map.
+    pub map: MemoryMap,
+    /// Guest-physical memory: RAM and ROM.
+    pub slots: SlotMap,
+    /// Host memory behind the RAM slot.
+    pub ram_host: HostRange,
+    /// The stage-2 tree: vCPU faults take it shared, teardown exclusive.
+    pub stage2: RwLock<Stage2<S2Mm>>,
+    /// Stage-2 memory operations (the VMID), usable without the lock.
+    pub s2mm: S2Mm,
+    /// The EL2 controls every vCPU loads.
+    pub controls: VmControls,
+    /// Its vCPUs.
+    pub vcpus: Vec<Vcpu>,
+    /// Device windows.
+    pub bus: Bus<Device>,
+    /// The emulated UART.
+    pub uart: Mutex<Pl011Emu>,
+    /// The largest block a stage-2 fault maps.
+    pub max_block: u64,
+    /// Dirty logs, one per slot, in `slots.iter()` order.
+    pub logs: Vec<DirtyLog>,
+    /// A job owns the dirty logs (a migration): nobody else may use them.
+    logs_reserved: AtomicBool,
+    /// The VM-wide pause (see `hvcore::request`).
+    pub pause: PauseGate,
+    /// What `SMCCC_ARCH_FEATURES` reports for the workarounds.
+    pub workarounds: Workarounds,
+    /// The vendor-specific hypervisor service, if one is installed.
+    vendor: Once<&'static dyn VendorService>,
+    /// How it ended, once it has (the first end wins).
+    end: Once<VmEnd>,
+    /// vCPUs whose CPU has seen the end.
+    left: AtomicUsize,
+}
+
+impl Vm {
+    /// The RAM slot.
+    pub fn ram(&self) -> &MemSlot {
+        self.slots.find(self.map.ram_base).expect("every VM has RAM")
+    }
+
+    /// The vCPU a guest names by `mpidr` (Aff0 = vCPU index, higher levels 0).
+    pub fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<&Vcpu> {
+        let id = usize::try_from(mpidr & 0xff_00ff_ffff).ok()?;
+        self.vcpus.get(id)
+    }
+
+    /// Installs the vendor-specific hypervisor service (once).
+    pub fn set_vendor_service(&self, service: &'static dyn VendorService) {
+        self.vendor.call_once(|| service);
+    }
+
+    /// The vendor-specific hypervisor service, if any.
+    pub fn vendor_service(&self) -> Option<&'static dyn VendorService> {
+        self.vendor.get().copied()
+    }
+
+    /// Claims the dirty logs for one job; false if another has them.
+    pub fn reserve_logs(&self) -> bool {
+        !self.logs_reserved.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether a job owns the dirty logs.
+    pub fn logs_reserved(&self) -> bool {
+        self.logs_reserved.load(Ordering::Acquire)
+    }
+
+    /// Kicks `vcpu`'s CPU out of the guest or out of its wait, and wakes
+    /// CPUs waiting for an event.
+    pub fn wake(&self, vcpu: &Vcpu) {
+        cpu::wake_all();
+        // This CPU is awake already. Without a GICv3 there is no kick:
+        // waiters then use `wfe`.
+        if vcpu.cpu != percpu::current_id() {
+            let _ = gic::kick(vcpu.cpu);
+        }
+    }
+
+    /// Stops every vCPU from running guest code and waits until none does.
+    /// Returns how many were kicked out of the guest.
+    pub fn pause_vcpus(&self) -> u32 {
+        let kicked = self.pause.pause(
+            self.vcpus.iter().map(|v| (v.id(), &v.requests)),
+            &CpuKick(self),
+        );
+        while !self.pause.all_out(self.vcpus.iter().map(|v| &v.requests)) {
+            core::hint::spin_loop();
+        }
+        kicked
+    }
+
+    /// Lets the vCPUs run again.
+    pub fn resume_vcpus(&self) {
+        self.pause.resume();
+        cpu::wake_all();
+    }
+
+    /// Ends the VM as `end` says (only the first end counts): every vCPU
+    /// is asked to stop, and kicked.
+    pub fn stop(&self, end: VmEnd) {
+        self.end.call_once(|| end);
+        for vcpu in &self.vcpus {
+            vcpu.requests.make(super::vcpu::req::STOP, vcpu.id(), &CpuKick(self));
+            // Also a CPU waiting for its vCPU's CPU_ON.
+            self.wake(vcpu);
+        }
+    }
+
+    /// How it ended, if it has.
+    pub fn end(&self) -> Option<VmEnd> {
+        self.end.get().copied()
+    }
+
+    /// Records that one vCPU's CPU has seen the end and left; true for the
+    /// last vCPU to leave (whose CPU then reports the VM's end).
+    pub fn leave(&self) -> bool {
+        self.left.fetch_add(1, Ordering::AcqRel) + 1 == self.vcpus.len()
+    }
+
+    /// Whether it has ended and every vCPU has left it.
+    pub fn is_finished(&self) -> bool {
+        self.end().is_some() && self.left.load(Ordering::Acquire) == self.vcpus.len()
+    }
+}
+
+/// Kicks a VM's vCPUs by their index.
+pub struct CpuKick<'a>(pub &'a Vm);
+
+impl Kick for CpuKick<'_> {
+    fn kick(&self, vcpu: usize) {
+        if let Some(v) = self.0.vcpus.get(vcpu) {
+            let _ = gic::kick(v.cpu);
+        }
+    }
+}
+
+/// Creates a VM numbered `id` with VMID `vmid`: slots, ROM contents, the
+/// image and device tree in RAM, the MMIO bus, an empty stage-2 tree (guest
+/// memory appears in it on first touch), vCPU 0 powered on at the image's
+/// first byte with `x0` = the device tree.
+///
+/// # Errors
+///
+/// A [`VmError`] if the image does not fit, a slot or window is refused,
+/// or memory for the device tree or stage-2 root runs out.
+pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
+    let map = MemoryMap::new(cfg.ram.size(), cfg.cpus.len());
+    let room = map.image_room();
+    if cfg.image.len() as u64 > room {
+        return Err(VmError::ImageTooLarge {
+            image: cfg.image.len() as u64,
+            room,
+        });
+    }
+    let mut slots = SlotMap::new();
+    let ram = MemSlot {
+        name: "ram",
+        ipa: map.ram_base,
+        size: map.ram_size,
+        host: cfg.ram.start(),
+        readonly: false,
+    };
+    let rom = MemSlot {
+        name: "rom",
+        ipa: map.rom.0,
+        size: map.rom.1,
+        host: cfg.rom.start(),
+        readonly: true,
+    };
+    slots.insert(ram.clone()).map_err(VmError::Slot)?;
+    slots.insert(rom.clone()).map_err(VmError::Slot)?;
+
+    // ROM: the pattern the ABI promises.
+    guest_mem::fill_words(cfg.rom, |offset| ROM_MAGIC | offset);
+    // The image, at the start of RAM (checked to fit above).
+    guest_mem::load(cfg.ram, cfg.image);
+
+    let uart = map.device(DeviceKind::Uart);
+    let dtb_ipa = map.dtb();
+    let dtb = guest_dt::build(&VmDesc {
+        ram_base: map.ram_base,
+        ram_size: map.ram_size,
+        cpus: cfg.cpus.len(),
+        uart_base: uart.base,
+        rom: Some(map.rom),
+        bootargs: cfg.bootargs,
+    })
+    .map_err(VmError::Dtb)?;
+    let dtb_host = cfg
+        .ram
+        .sub(dtb_ipa - map.ram_base, dtb.len() as u64)
+        .ok_or(VmError::ImageTooLarge {
+            image: dtb.len() as u64,
+            room: memmap_dtb_room(&map),
+        })?;
+    guest_mem::load(dtb_host, &dtb);
+    mm::icache_inval_all();
+
+    let mut bus = Bus::new();
+    for window in map.devices() {
+        let device = match window.kind {
+            DeviceKind::Uart => Device::Uart,
+        };
+        bus.insert(window.base, window.size, device)
+            .map_err(VmError::Bus)?;
+    }
+
+    let s2mm = S2Mm::new(vmid);
+    let mut stage2 = Stage2::new(s2mm, IPA_BITS).map_err(VmError::Stage2)?;
+    // No cache maintenance per fault: guest memory is carved for the VM and
+    // the hypervisor writes it only above, cleaning what it wrote.
+    stage2.set_skip_cmo(true);
+    let controls = VmControls::new(stage2.geometry(), stage2.root_pa(), vmid);
+    info!(
+        "vm{id}: {} vCPUs, RAM {} MiB at IPA {:#x} (host {}), ROM at IPA {:#x}, UART at IPA {:#x}, faults map blocks up to {} KiB",
+        cfg.cpus.len(),
+        map.ram_size >> 20,
+        map.ram_base,
+        cfg.ram,
+        map.rom.0,
+        uart.base,
+        cfg.max_block >> 10,
+    );
+    info!(
+        "vm{id}: image {} bytes at IPA {:#x}, device tree {} bytes at IPA {dtb_ipa:#x}; stage 2: VMID {vmid}, {IPA_BITS}-bit IPA, start level {}, {} root page(s), empty",
+        cfg.image.len(),
+        map.ram_base,
+        dtb.len(),
+        stage2.geometry().start_level.get(),
+        stage2.geometry().root_pages()
+    );
+    let logs = slots.iter().map(DirtyLog::new).collect();
+    let vcpus: Vec<Vcpu> = cfg
+        .cpus
+        .iter()
+        .enumerate()
+        .map(|(i, &cpu)| Vcpu::new(i, cpu))
+        .collect();
+    vcpus[0].power.cpu_on(Start {
+        entry: map.ram_base,
+        context: dtb_ipa,
+    });
+    Ok(Vm {
+        id,
+        map,
+        slots,
+        ram_host: cfg.ram,
+        stage2: RwLock::new(stage2),
+        s2mm,
+        controls,
+        vcpus,
+        bus,
+        uart: Mutex::new(Pl011Emu::new()),
+        max_block: cfg.max_block,
+        logs,
+        logs_reserved: AtomicBool::new(false),
+        pause: PauseGate::new(),
+        workarounds: Workarounds::NONE,
+        vendor: Once::new(),
+        end: Once::new(),
+        left: AtomicUsize::new(0),
+    })
+}
+
+/// Room for the device tree at the end of RAM.
+fn memmap_dtb_room(map: &MemoryMap) -> u64 {
+    map.ram_base + map.ram_size - map.dtb()
+}
