@@ -94,6 +94,7 @@ run_args() {
         "${ICOUNT[@]}" -append "log=info bench=on${extra:+ $extra}"
 }
 
+"$root/scripts/setup.sh" run || exit 1 # QEMU, Rust (also for cargo xtask), an objcopy
 if [[ "${HYP_NO_BUILD:-0}" != 1 ]]; then
     build_image >"$dir/build.log" 2>&1 || {
         echo "bench.sh: build failed (log: $dir/build.log)" >&2

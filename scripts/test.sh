@@ -8,6 +8,7 @@ set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+"$root/scripts/setup.sh" test || exit 1 # what a fresh machine lacks
 # shellcheck source=scripts/image.sh
 source "$root/scripts/image.sh"
 # shellcheck source=scripts/lib.sh
