@@ -39,8 +39,9 @@
 # To add a row: make the hypervisor print a `bench: <key>: ...` line (a
 # bracket id in hvcore::bench, or vm::bench::report for a measurement taken
 # inside the hypervisor with pmu::el2_instructions), and add the key to
-# ROWS in the table program below (and a run to RUNS if it needs other boot
-# arguments).
+# ROWS in crates/xtask/src/bench_table.rs, which builds the table (`cargo
+# xtask bench-table`), and a run to RUNS below if it needs other boot
+# arguments.
 #
 # Environment: HYP_NO_BUILD=1 (use the last build), BENCH_DIR (where logs
 # and the report go, default target/bench), RUN_TIMEOUT (per run, default 300).
@@ -71,6 +72,10 @@ done
 dir="${BENCH_DIR:-$root/target/bench}"
 out="${out:-$dir/report.md}"
 mkdir -p "$dir" "$(dirname "$out")"
+# Absolute paths: cargo xtask (crates/xtask) runs from the repository root.
+[[ "$dir" == /* ]] || dir="$PWD/$dir"
+[[ "$out" == /* ]] || out="$PWD/$out"
+xtask() { (cd "$root" && cargo xtask "$@"); }
 
 # The QEMU clock: one instruction per nanosecond, never waiting for real time.
 ICOUNT=(-icount shift=0,sleep=off)
@@ -89,6 +94,7 @@ run_args() {
         "${ICOUNT[@]}" -append "log=info bench=on${extra:+ $extra}"
 }
 
+"$root/scripts/setup.sh" run || exit 1 # QEMU, Rust (also for cargo xtask), an objcopy
 if [[ "${HYP_NO_BUILD:-0}" != 1 ]]; then
     build_image >"$dir/build.log" 2>&1 || {
         echo "bench.sh: build failed (log: $dir/build.log)" >&2
@@ -96,13 +102,14 @@ if [[ "${HYP_NO_BUILD:-0}" != 1 ]]; then
         exit 1
     }
 fi
+# Built now, not after the runs: the --profile trace reader must start at once.
+xtask help >/dev/null || { echo "bench.sh: cannot build crates/xtask (cargo xtask)" >&2 && exit 1; }
 
 failed=0
 
 # The hypervisor's text, as QEMU's -dfilter takes an address range.
 text_range() {
-    nm "$HYP_ELF" | awk '$3 == "_text_start" { s = $1 } $3 == "_text_end" { e = $1 }
-        END { if (s == "" || e == "") exit 1; printf "0x%s..0x%s", s, e }'
+    xtask text-range "$HYP_ELF"
 }
 
 # run_once NAME PASS [QEMU ARGS...]: boots run NAME, its output to
@@ -128,125 +135,16 @@ for ((pass = 1; pass <= passes; pass++)); do
     done
 done
 
-repeat="one pass (--once): repeatability not checked"
-if [[ $passes == 2 && $failed == 0 ]]; then
-    repeat="two passes: identical counts"
-    for name in "${RUNS[@]}"; do
-        if ! cmp -s "$dir/$name.1.lines" "$dir/$name.2.lines"; then
-            echo "bench.sh: run $name gave different counts in the two passes:" >&2
-            diff "$dir/$name.1.lines" "$dir/$name.2.lines" | sed 's/^/    /' >&2 || true
-            repeat="two passes: counts DIFFER (run $name)"
-            failed=1
-        fi
-    done
-fi
-
-lines=()
-for name in "${RUNS[@]}"; do lines+=("$name=$dir/$name.1.lines"); done
+# The table (crates/xtask/src/bench_table.rs): one row per key, from the first
+# run that printed it; with two passes, each run's lines must be the same in both.
+table_args=()
+for name in "${RUNS[@]}"; do
+    table_args+=("$name=$dir/$name.1.lines")
+    if [[ $passes == 2 && $failed == 0 ]]; then table_args+=(--pass2 "$name=$dir/$name.2.lines"); fi
+done
 machine="$(qemu-system-aarch64 --version | head -n 1 | sed 's/ (.*//; s/^QEMU emulator version /QEMU /')"
 commit="$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
-
-# The table: one row per key, from the first run that printed it.
-python3 - "$out" "$repeat" "$machine" "$commit" "${lines[@]}" <<'EOF' || failed=1
-import re, sys
-
-out, repeat, machine, commit, runs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
-
-# (key the hypervisor prints, measurement, unit, what an operation is,
-#  target or None, metric, scale, one exit per operation).
-#   metric "insns": (instructions - bracket) / ops * scale;
-#   metric "exits": exits / ops * scale.
-# One exit per operation is checked where it must hold: anything else that
-# exited inside the bracket would be counted as the operations' cost.
-ROWS = [
-    ("hvc", "HVC round trip (null hypercall)", "EL2 instructions", "calls", 150, "insns", 1, True),
-    ("fault-4k", "lazy fault, 4K page", "EL2 instructions", "faults", 1000, "insns", 1, True),
-    ("fault-2m", "lazy fault, 2M block", "EL2 instructions", "faults", 1000, "insns", 1, True),
-    ("relax-4k", "permission relax (exec from a data page), 4K page", "EL2 instructions", "faults", None, "insns", 1, True),
-    ("relax-2m", "permission relax (exec from a data page), 2M block", "EL2 instructions", "faults", None, "insns", 1, True),
-    ("access-flag-4k", "access-flag fault, 4K page", "EL2 instructions", "faults", None, "insns", 1, True),
-    ("access-flag-2m", "access-flag fault, 2M block", "EL2 instructions", "faults", None, "insns", 1, True),
-    ("mmio-write", "emulated console MMIO write (PL011 UARTDR)", "EL2 instructions", "writes", None, "insns", 1, True),
-    ("touch-4k", "faults per MiB touched, 4K pages only (guest.block=4K)", "faults", "MiB", None, "exits", 1, False),
-    ("touch-blocks", "faults per MiB touched, blocks enabled (default)", "faults", "MiB", 0.5, "exits", 1, False),
-    ("dirty-log", "dirty-log get-and-clear per 1,000 pages", "EL2 instructions", "pages", None, "insns", 1000, False),
-]
-LINE = re.compile(r"^bench: (?P<key>[a-z0-9-]+): (?P<ops>\d+) ops, (?P<exits>\d+) exits, "
-                  r"(?P<insns>\d+) EL2 instructions, bracket (?P<bracket>\d+)")
-
-seen, brackets, errors = {}, set(), []
-for run in runs:
-    name, path = run.split("=", 1)
-    try:
-        text = open(path).read()
-    except OSError:
-        errors.append(f"run {name}: no output ({path})")
-        continue
-    for line in text.splitlines():
-        m = LINE.match(line)
-        if not m:
-            continue
-        key = m["key"]
-        nums = {k: int(m[k]) for k in ("ops", "exits", "insns", "bracket")}
-        if key == "calibrate":
-            brackets.add(nums["insns"])
-        seen.setdefault(key, (name, nums))
-
-def num(v):
-    text = f"{v:.2f}".rstrip("0").rstrip(".")
-    return text if text != "-0" else "0"
-
-rows = []
-for key, label, unit, noun, target, metric, scale, one_exit in ROWS:
-    if key not in seen:
-        errors.append(f"no `bench: {key}:` line in any run")
-        rows.append((label, "no data", unit, "", target, ""))
-        continue
-    run, n = seen[key]
-    ops = n["ops"]
-    if ops == 0:
-        errors.append(f"bench {key}: 0 operations")
-        continue
-    if one_exit and n["exits"] != ops:
-        errors.append(f"bench {key} (run {run}): {n['exits']} exits for {ops} operations: "
-                      "something else exited inside the bracket, so its cost would be counted")
-    if metric == "insns":
-        value = (n["insns"] - n["bracket"]) / ops * scale
-    else:
-        value = n["exits"] / ops * scale
-    sample = f"{ops} {noun}" + (f", {n['exits']} faults" if metric == "exits" else "")
-    if target is None:
-        result = "—"
-    elif value <= target:
-        result = "met"
-    else:
-        result = f"missed by {num(value - target)} (+{(value - target) / target:.0%})"
-    rows.append((label, num(value), unit, sample, "—" if target is None else f"≤ {num(target)}", result))
-
-head = ["measurement", "value", "unit", "sample", "target", "result"]
-table = [head, ["---", "---:", "---", "---", "---", "---"]] + [list(r) for r in rows]
-text = "\n".join("| " + " | ".join(r) + " |" for r in table)
-bracket = ", ".join(str(b) for b in sorted(brackets)) or "not measured"
-report = f"""## hyp: EL2 instructions per exit and per fault
-
-{machine}, `-icount shift=0,sleep=off`, `-machine virt,virtualization=on,gic-version=3 -cpu cortex-a72`,
-one vCPU; hyp {commit}. Instructions retired at EL2 (PMU event `INST_RETIRED`, counted at EL2 only),
-from the exception vector to `eret`, per operation; the bracket's own cost ({bracket} instructions)
-subtracted. The dirty-log row is one get-and-clear alone (take the bitmap words, write-protect each
-run of dirty pages with a shared walk, one TLB invalidation), metered inside the hypervisor, per
-1,000 pages taken.
-
-{text}
-
-{repeat}.
-"""
-print(report, end="")
-with open(out, "w") as f:
-    f.write(report)
-for e in errors:
-    print(f"bench.sh: {e}", file=sys.stderr)
-sys.exit(1 if errors else 0)
-EOF
+xtask bench-table --out "$out" --machine "$machine" --commit "$commit" "${table_args[@]}" || failed=1
 
 if [[ $host == 1 ]]; then
     echo

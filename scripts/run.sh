@@ -114,6 +114,10 @@ for arg in "${qemu_args[@]}"; do
 done
 [[ -z "$guest" || $user_initrd == 0 ]] || usage_error "--guest and -initrd both give the guest"
 
+# What a fresh machine lacks: QEMU, and Rust and an objcopy unless HYP_NO_BUILD=1.
+if [[ "${RUN_DRY:-0}" != 1 ]]; then
+    "$root/scripts/setup.sh" "$([[ "${HYP_NO_BUILD:-0}" == 1 ]] && echo boot || echo run)"
+fi
 if [[ "${HYP_NO_BUILD:-0}" != 1 && "${RUN_DRY:-0}" != 1 ]]; then
     build_image >&2
 fi

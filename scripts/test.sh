@@ -8,6 +8,7 @@ set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+"$root/scripts/setup.sh" test || exit 1 # what a fresh machine lacks
 # shellcheck source=scripts/image.sh
 source "$root/scripts/image.sh"
 # shellcheck source=scripts/lib.sh
@@ -21,9 +22,11 @@ HOST=x86_64-unknown-linux-gnu
 step "cargo fmt --check (hyp, hvcore)" cargo fmt --check -p hyp -p hvcore
 step "cargo fmt --check (pgtable)" cargo fmt --check -p pgtable
 step "cargo fmt --check (guests)" cargo fmt --check -p guests
+step "cargo fmt --check (xtask)" cargo fmt --check -p xtask
 step "clippy host (hvcore)" cargo clippy --target "$HOST" -p hvcore --all-targets -- -D warnings
 step "clippy host (pgtable)" cargo clippy --target "$HOST" -p pgtable --all-targets -- -D warnings
-step "clippy aarch64 (workspace)" cargo clippy --workspace -- -D warnings
+step "clippy host (xtask)" cargo clippy --target "$HOST" -p xtask --all-targets -- -D warnings
+step "clippy aarch64 (workspace)" cargo clippy --workspace --exclude xtask -- -D warnings
 step "cargo doc, no warnings (hyp, hvcore)" env RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps -p hyp -p hvcore
 step "cargo doc, no warnings (pgtable)" env RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps -p pgtable
 
@@ -31,6 +34,7 @@ step "cargo doc, no warnings (pgtable)" env RUSTDOCFLAGS=-Dwarnings cargo doc --
 step "host tests (hvcore)" cargo test --target "$HOST" -p hvcore
 step "host tests (pgtable)" cargo test --target "$HOST" -p pgtable
 step "host tests (guests: device-tree reading)" cargo test --target "$HOST" -p guests --lib
+step "host tests (xtask: bench table, profile, ratios)" cargo test --target "$HOST" -p xtask
 # The walker's unit tests under Miri: no undefined behaviour in the table
 # access, the deferred frees or the host memory backend.
 step "Miri: pgtable unit tests" cargo +nightly miri test --target "$HOST" -p pgtable --lib

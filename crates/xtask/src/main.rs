@@ -1,0 +1,249 @@
+//! `cargo xtask <subcommand>`: the host-side helpers scripts/ calls (see `cargo xtask help`).
+
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{exit, Command};
+use xtask::{bench_profile, bench_ratios, bench_table};
+
+const USAGE: &str = "\
+usage: cargo xtask <subcommand> [args...]
+
+  bench-table --out FILE --machine TEXT --commit TEXT [--pass2 RUN=LINES]... RUN=LINES...
+      scripts/bench.sh's table: from each run's `bench: <key>:` lines (pass 1), write the
+      report to FILE and print it; with --pass2, first check that each run's second pass
+      printed the same lines. Exit 1 if a row is missing, a bracket saw exits other than its
+      operations', or the passes differ.
+  bench-profile [--nm FILE] ELF RUNLOG TRACE
+      scripts/bench-profile.sh: per bracket, the EL2 instructions per exit by function, from
+      QEMU's exec trace (a file or FIFO), the run's console output and the ELF's symbols
+      (`nm -n -C ELF`, or that output saved in FILE).
+  bench-ratios [--check] CRITERION_DIR
+      scripts/bench-ratios.sh: the walker against aarch64-paging from criterion's results;
+      with --check, exit 1 if a headline ratio is below 1.5 (or missing).
+  text-range ELF
+      The hypervisor's text as QEMU's -dfilter takes it (0xSTART..0xEND).
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, args)) = args.split_first() else {
+        usage_error("no subcommand")
+    };
+    let status = match cmd.as_str() {
+        "bench-table" => bench_table_cmd(args),
+        "bench-profile" => bench_profile_cmd(args),
+        "bench-ratios" => bench_ratios_cmd(args),
+        "text-range" => text_range_cmd(args),
+        "help" | "--help" | "-h" => {
+            print(USAGE);
+            0
+        }
+        other => usage_error(&format!("unknown subcommand {other}")),
+    };
+    exit(status);
+}
+
+fn usage_error(why: &str) -> ! {
+    eprint!("xtask: {why}\n\n{USAGE}");
+    exit(2);
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends the program quietly, as SIGPIPE would.
+fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            exit(141);
+        }
+        eprintln!("xtask: writing to stdout: {e}");
+        exit(1);
+    }
+}
+
+/// `NAME=PATH` as (name, path).
+fn run_arg(arg: &str) -> (String, PathBuf) {
+    match arg.split_once('=') {
+        Some((name, path)) => (name.to_string(), PathBuf::from(path)),
+        None => usage_error(&format!("{arg}: expected RUN=FILE")),
+    }
+}
+
+fn bench_table_cmd(args: &[String]) -> i32 {
+    let (mut out, mut machine, mut commit) = (None, None, None);
+    let (mut runs, mut second) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| match it.next() {
+            Some(v) => v.clone(),
+            None => usage_error(&format!("{name} needs a value")),
+        };
+        match arg.as_str() {
+            "--out" => out = Some(value("--out")),
+            "--machine" => machine = Some(value("--machine")),
+            "--commit" => commit = Some(value("--commit")),
+            "--pass2" => second.push(run_arg(&value("--pass2"))),
+            a if a.starts_with("--") => usage_error(&format!("bench-table: unknown option {a}")),
+            a => runs.push(run_arg(a)),
+        }
+    }
+    let (Some(out), Some(machine), Some(commit)) = (out, machine, commit) else {
+        usage_error("bench-table needs --out, --machine and --commit")
+    };
+
+    let mut failed = false;
+    let repeat = if second.is_empty() {
+        bench_table::ONE_PASS.to_string()
+    } else {
+        let mut passes = Vec::new();
+        for (name, first) in &runs {
+            match second.iter().find(|(n, _)| n == name) {
+                Some((_, path)) => passes.push(bench_table::Passes {
+                    name: name.clone(),
+                    first: first.clone(),
+                    second: path.clone(),
+                }),
+                None => usage_error(&format!("bench-table: no --pass2 for run {name}")),
+            }
+        }
+        let (repeat, messages) = bench_table::compare_passes(&passes);
+        for m in &messages {
+            eprintln!("bench.sh: {m}");
+        }
+        failed |= !messages.is_empty();
+        repeat
+    };
+
+    let outputs: Vec<_> = runs
+        .iter()
+        .map(|(name, path)| bench_table::RunOutput {
+            name: name.clone(),
+            path: path.display().to_string(),
+            text: std::fs::read(path)
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+        })
+        .collect();
+    let ctx = bench_table::Context {
+        machine,
+        commit,
+        repeat,
+    };
+    let table = bench_table::build(&outputs, &ctx);
+    print(&table.report);
+    if let Err(e) = std::fs::write(&out, &table.report) {
+        eprintln!("bench.sh: writing {out}: {e}");
+        failed = true;
+    }
+    for e in &table.errors {
+        eprintln!("bench.sh: {e}");
+    }
+    i32::from(failed || !table.errors.is_empty())
+}
+
+/// `nm ARGS... ELF`'s output; `None` (after a message) if it failed.
+fn nm(args: &[&str], elf: &str, who: &str) -> Option<String> {
+    match Command::new("nm").args(args).arg(elf).output() {
+        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
+        Ok(o) => {
+            eprintln!(
+                "{who}: nm {elf} failed ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim_end()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("{who}: needs nm (binutils): {e}");
+            None
+        }
+    }
+}
+
+fn bench_profile_cmd(args: &[String]) -> i32 {
+    const WHO: &str = "bench-profile.sh";
+    let (nm_file, args) = match args {
+        [flag, file, rest @ ..] if flag == "--nm" => (Some(file), rest),
+        _ => (None, args),
+    };
+    let [elf, runlog, trace] = args else {
+        usage_error("bench-profile needs [--nm FILE] ELF RUNLOG TRACE")
+    };
+    // The trace first: if it is QEMU's FIFO, QEMU waits for a reader before it runs, and must
+    // not wait for one that has given up.
+    let trace_file = match std::fs::File::open(trace) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{WHO}: {trace}: {e}");
+            return 1;
+        }
+    };
+    let log = match std::fs::read(runlog) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => {
+            eprintln!("{WHO}: {runlog}: {e}");
+            return 1;
+        }
+    };
+    let symbols = match nm_file {
+        Some(file) => match std::fs::read(file) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) => {
+                eprintln!("{WHO}: {file}: {e}");
+                return 1;
+            }
+        },
+        None => match nm(&["-n", "-C"], elf, WHO) {
+            Some(text) => text,
+            None => return 1,
+        },
+    };
+    let reader = BufReader::with_capacity(1 << 20, trace_file);
+    match bench_profile::profile(&symbols, &log, runlog, elf, reader) {
+        Ok(text) => {
+            print(&text);
+            0
+        }
+        Err(e) => {
+            eprintln!("{WHO}: {e}");
+            1
+        }
+    }
+}
+
+fn bench_ratios_cmd(args: &[String]) -> i32 {
+    let (check, dir) = match args {
+        [flag, dir] if flag == "--check" => (true, dir),
+        [dir] if !dir.starts_with("--") => (false, dir),
+        _ => usage_error("bench-ratios needs [--check] CRITERION_DIR"),
+    };
+    let dir = Path::new(dir);
+    if !dir.is_dir() {
+        eprintln!(
+            "no criterion output in {}: run the walker benchmark first",
+            dir.display()
+        );
+        return 1;
+    }
+    let r = bench_ratios::report(|group, function| bench_ratios::mean_ns(dir, group, function));
+    print(&r.text);
+    i32::from(check && r.missed)
+}
+
+fn text_range_cmd(args: &[String]) -> i32 {
+    let [elf] = args else {
+        usage_error("text-range needs ELF")
+    };
+    let Some(symbols) = nm(&[], elf, "text-range") else {
+        return 1;
+    };
+    match xtask::text_range(&symbols) {
+        Some(range) => {
+            print(&range);
+            0
+        }
+        None => {
+            eprintln!("text-range: no _text_start and _text_end symbols in {elf}");
+            1
+        }
+    }
+}
