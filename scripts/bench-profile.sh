@@ -15,8 +15,8 @@
 # bench-profile` (crates/xtask/src/bench_profile.rs). An exit starts at the
 # vector for synchronous exceptions from a lower EL (exception_vectors +
 # 0x400); a bracket's exits are those between a BENCH_START (an exit that
-# reads the PMU: hyp::pmu::read_evcntr) and the BENCH_STOP that reports it
-# (hyp::vm::bench::report). The instructions per exit printed here must
+# reads the PMU: hyp::arch::pmu::read_evcntr) and the BENCH_STOP that reports it
+# (hyp::jobs::bench::report). The instructions per exit printed here must
 # equal the table's per-operation figures: the PMU and the trace agree.
 set -euo pipefail
 

@@ -37,7 +37,7 @@
 # these are benchmarks, not tests.
 #
 # To add a row: make the hypervisor print a `bench: <key>: ...` line (a
-# bracket id in hvcore::bench, or vm::bench::report for a measurement taken
+# bracket id in hvcore::bench, or jobs::bench::report for a measurement taken
 # inside the hypervisor with pmu::el2_instructions), and add the key to
 # ROWS in crates/xtask/src/bench_table.rs, which builds the table (`cargo
 # xtask bench-table`), and a run to RUNS below if it needs other boot

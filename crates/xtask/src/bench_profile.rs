@@ -12,8 +12,8 @@ pub const TOP: usize = 16;
 
 /// The symbols an exit is recognised by.
 const VECTORS: &str = "exception_vectors";
-const READ_PMU: &str = "hyp::pmu::read_evcntr";
-const REPORT: &str = "hyp::vm::bench::report";
+const READ_PMU: &str = "hyp::arch::pmu::read_evcntr";
+const REPORT: &str = "hyp::jobs::bench::report";
 /// From `exception_vectors`, the vector for synchronous exceptions from a lower EL.
 const LOWER_EL_SYNC: u64 = 0x400;
 
@@ -316,9 +316,9 @@ mod tests {
 0000000040080000 T _start
 0000000040081000 T exception_vectors
 0000000040082000 t trap_common
-0000000040082100 t hyp::exception::handle_exception::h0123456789abcdef
-0000000040082800 t hyp::pmu::read_evcntr::h1111111111111111
-0000000040082900 t hyp::vm::bench::report::h2222222222222222
+0000000040082100 t hyp::arch::exception::handle_exception::h0123456789abcdef
+0000000040082800 t hyp::arch::pmu::read_evcntr::h1111111111111111
+0000000040082900 t hyp::jobs::bench::report::h2222222222222222
 0000000040083000 t pgtable::walker::Walk<M,V>::run::h3333333333333333
 0000000040083800 t pgtable::walker::Walk<M,V>::run::h4444444444444444
 0000000040084000 r some_rodata
@@ -352,7 +352,7 @@ mod tests {
     #[test]
     fn symbols_lose_their_hash_and_keep_code_only() {
         let s = syms();
-        assert_eq!(s.address("hyp::pmu::read_evcntr"), Some(READ));
+        assert_eq!(s.address("hyp::arch::pmu::read_evcntr"), Some(READ));
         assert_eq!(s.address("some_rodata"), None);
         assert_eq!(
             s.function(0x40084010).map(|f| s.name(f)),
@@ -412,7 +412,7 @@ mod tests {
             out,
             "### hvc: 2 exits, 5.0 EL2 instructions per exit\n\n\
              | per exit | function |\n|---:|---|\n\
-             | 1.5 | `hyp::exception::handle_exception` |\n\
+             | 1.5 | `hyp::arch::exception::handle_exception` |\n\
              | 1.5 | `pgtable::walker::Walk<M,V>::run` |\n\
              | 1.0 | `exception_vectors` |\n\
              | 1.0 | `trap_common` |\n\n"
@@ -431,10 +431,10 @@ mod tests {
 
     #[test]
     fn a_missing_symbol_is_an_error() {
-        let nm = NM.replace("hyp::vm::bench::report", "hyp::vm::bench::other");
+        let nm = NM.replace("hyp::jobs::bench::report", "hyp::jobs::bench::other");
         assert_eq!(
             profile(&nm, LOG, "run.log", "hyp", trace().as_bytes()),
-            Err("no symbol hyp::vm::bench::report in hyp".to_string())
+            Err("no symbol hyp::jobs::bench::report in hyp".to_string())
         );
     }
 
