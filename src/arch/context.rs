@@ -26,6 +26,7 @@ use aarch64_cpu::registers::{Readable, ID_AA64MMFR0_EL1, MIDR_EL1};
 use hvcore::regs::GuestRegs;
 use pgtable::Geometry;
 
+#[cfg(doc)]
 use super::exception::Vector;
 use super::percpu;
 
@@ -78,9 +79,7 @@ impl VmControls {
             | hcr::BSU_IS
             | hcr::FB
             | hcr::RW;
-        let pa_bits = ID_AA64MMFR0_EL1
-            .read(ID_AA64MMFR0_EL1::PARange)
-            .min(0b101);
+        let pa_bits = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(0b101);
         let vtcr = geometry.t0sz()
             | geometry.vtcr_sl0() << 6
             | 0b01 << 8 // IRGN0: normal, write-back read/write-allocate
@@ -402,9 +401,10 @@ pub trait Guest {
     /// Its context ([`enter`] runs it).
     fn context(&mut self) -> &mut VcpuContext;
 
-    /// Handles an exit; the guest's registers are in the context. Returns
-    /// `true` to resume the guest at once, `false` to return from [`enter`].
-    fn exit(&mut self, vector: Vector) -> bool;
+    /// Handles an exit through vector `index` (0 to 15: see [`Vector`]);
+    /// the guest's registers are in the context. Returns `true` to resume
+    /// the guest at once, `false` to return from [`enter`].
+    fn exit(&mut self, index: u64) -> bool;
 }
 
 /// Called by `vectors.S` on every exit with the object [`enter`] was given.
@@ -414,7 +414,7 @@ extern "C" fn trampoline<G: Guest>(guest: *mut G, index: u64) -> u64 {
     // that `enter` call runs; `enter` does nothing with it meanwhile, so
     // this is the only reference in use (a reborrow across the guest run).
     let guest = unsafe { &mut *guest };
-    u64::from(!guest.exit(Vector::from_index(index)))
+    u64::from(!guest.exit(index))
 }
 
 unsafe extern "C" {

@@ -116,7 +116,12 @@ impl Vector {
         Self { origin, kind }
     }
 
-
+    /// Whether it is a synchronous exception (the common exit: one test
+    /// of the index's low bits, before any decoding).
+    #[inline(always)]
+    pub const fn index_is_sync(index: u64) -> bool {
+        index & 0b11 == 0
+    }
 }
 
 impl fmt::Display for Vector {
@@ -140,7 +145,11 @@ impl fmt::Display for Vector {
 /// Called by `vectors.S` with the frame of an exception taken at EL2 and
 /// the vector index. Never returns.
 extern "C" fn handle_exception(frame: &mut TrapFrame, index: u64) -> ! {
-    fatal(frame, Vector::from_index(index), "unexpected exception at EL2")
+    fatal(
+        frame,
+        Vector::from_index(index),
+        "unexpected exception at EL2",
+    )
 }
 
 /// Prints a decoded register dump and ends the run.
@@ -150,7 +159,9 @@ fn fatal(frame: &TrapFrame, vector: Vector, why: &str) -> ! {
     let cpu = percpu::current_id();
     fatal_println!("");
     match percpu::current().running() {
-        Some((vm, vcpu)) => fatal_println!("!!! FATAL on cpu {cpu} (running vm{vm}/vcpu{vcpu}): {why}"),
+        Some((vm, vcpu)) => {
+            fatal_println!("!!! FATAL on cpu {cpu} (running vm{vm}/vcpu{vcpu}): {why}")
+        }
         None => fatal_println!("!!! FATAL on cpu {cpu}: {why}"),
     }
     fatal_println!("    vector: {vector}");

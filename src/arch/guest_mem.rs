@@ -49,7 +49,12 @@ impl HostRange {
 
 impl core::fmt::Display for HostRange {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "[{:#012x}..{:#012x})", self.start, self.start + self.size)
+        write!(
+            f,
+            "[{:#012x}..{:#012x})",
+            self.start,
+            self.start + self.size
+        )
     }
 }
 
@@ -101,7 +106,9 @@ pub fn boot_image(machine: &Machine) -> Option<&'static [u8]> {
 pub fn copy(src: HostRange, dst: HostRange, offset: u64, len: u64) -> bool {
     let ok = len > 0
         && (offset | len).is_multiple_of(64)
-        && offset.checked_add(len).is_some_and(|end| end <= src.size && end <= dst.size);
+        && offset
+            .checked_add(len)
+            .is_some_and(|end| end <= src.size && end <= dst.size);
     if !ok {
         return false;
     }

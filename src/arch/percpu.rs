@@ -133,11 +133,13 @@ pub fn current_id() -> CpuId {
     let base = CPUS.as_ptr() as u64;
     let size = core::mem::size_of::<PerCpu>() as u64;
     let offset = TPIDR_EL2.get().wrapping_sub(base);
-    CpuId::new(if offset.is_multiple_of(size) && offset / size < MAX_CPUS as u64 {
-        (offset / size) as usize
-    } else {
-        0
-    })
+    CpuId::new(
+        if offset.is_multiple_of(size) && offset / size < MAX_CPUS as u64 {
+            (offset / size) as usize
+        } else {
+            0
+        },
+    )
 }
 
 /// The state of the calling CPU.

@@ -26,7 +26,8 @@ pub fn set_cas_hook(hook: Option<fn(&AtomicU64, u64)>) {
 fn call_cas_hook(hook: usize, entry: &AtomicU64, old: u64) {
     // SAFETY: `hook` is nonzero, so `set_cas_hook` stored it from an
     // `fn(&AtomicU64, u64)`: transmuting it back gives that function.
-    let f: fn(&AtomicU64, u64) = unsafe { core::mem::transmute::<usize, fn(&AtomicU64, u64)>(hook) };
+    let f: fn(&AtomicU64, u64) =
+        unsafe { core::mem::transmute::<usize, fn(&AtomicU64, u64)>(hook) };
     f(entry, old);
 }
 

@@ -27,13 +27,14 @@ use crate::arch::exit::{exit, exit_code, ExitStatus};
 use crate::arch::mm::{self, Carve, MmError};
 use crate::arch::percpu::CpuId;
 use crate::arch::{cpu, exception, gic, guest_mem, pmu};
-use crate::jobs::bench::Bench;
+use crate::jobs::bench;
 use crate::jobs::migrate::{Migration, MigrationConfig, DEFAULT_CONVERGE_PAGES};
 use crate::logger;
+use crate::vmm::hypercall::VendorService;
 use crate::vmm::stats::VmStats;
+use crate::vmm::table;
 use crate::vmm::vcpu::{self, RunEnd, Vcpu};
 use crate::vmm::vm::{Vm, VmConfig, VmError};
-use crate::vmm::table;
 use smp::SmpError;
 
 /// Why boot stopped.
@@ -179,7 +180,8 @@ fn boot(dtb: usize) -> Result<bool, BootError> {
         info!("no guest to run (pass one with -initrd; guest=none skips it)");
         return Ok(false);
     };
-    let plan = vmconfig::plan(online, args.guest_smp, migrate.is_some()).map_err(BootError::Plan)?;
+    let plan =
+        vmconfig::plan(online, args.guest_smp, migrate.is_some()).map_err(BootError::Plan)?;
     let cpus: Vec<CpuId> = (0..plan.vcpus).map(CpuId::new).collect();
     let vm = table::create(&VmConfig {
         image,
@@ -188,11 +190,9 @@ fn boot(dtb: usize) -> Result<bool, BootError> {
         cpus: &cpus,
         bootargs: guest_args,
         max_block: args.guest_block.unwrap_or(1 << 30),
+        vendor: args.bench.then_some(bench::service as VendorService),
     })
     .map_err(BootError::Vm)?;
-    if args.bench {
-        vm.set_vendor_service(&Bench);
-    }
     if let (Some(rounds), Some(migrate_cpu)) = (migrate, plan.migrate_cpu) {
         let m: &'static Migration = Box::leak(Box::new(Migration::new(
             vm,
@@ -358,7 +358,11 @@ fn log_platform(p: &Platform<'_>) {
         Some(initrd) => info!("initrd: {initrd} ({} bytes)", initrd.size()),
         None => info!("initrd: none"),
     }
-    info!("cpus: {}, mpidr {}", p.cpus.mpidrs().len(), HexList(p.cpus.mpidrs()));
+    info!(
+        "cpus: {}, mpidr {}",
+        p.cpus.mpidrs().len(),
+        HexList(p.cpus.mpidrs())
+    );
     if p.cpus.ignored > 0 {
         warn!(
             "cpus: {} more listed, ignored (MAX_CPUS = {MAX_CPUS})",

@@ -85,7 +85,10 @@ impl Migration {
     /// verified).
     pub fn verdict(&self) -> bool {
         if self.failed.load(Ordering::Acquire) {
-            error!("migrate: FAIL: the migration of vm{} failed (see above)", self.vm.id);
+            error!(
+                "migrate: FAIL: the migration of vm{} failed (see above)",
+                self.vm.id
+            );
             false
         } else if self.state.load(Ordering::Acquire) != DONE {
             error!(
@@ -350,8 +353,7 @@ struct Pauser {
 
 impl Vcpus for Pauser {
     fn pause(&self) {
-        self.kicked
-            .store(self.vm.pause_vcpus(), Ordering::Relaxed);
+        self.kicked.store(self.vm.pause_vcpus(), Ordering::Relaxed);
     }
 
     fn resume(&self) {

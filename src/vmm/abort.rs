@@ -15,7 +15,7 @@ use hvcore::guest_abort::GuestAbort;
 use hvcore::inject::Exception;
 use hvcore::mmio;
 use hvcore::s2fault::{self, Plan};
-use hvcore::verdict::VmEnd;
+use hvcore::verdict::{Failure, VmEnd};
 use log::{error, warn};
 use pgtable::Error;
 
@@ -95,7 +95,7 @@ fn fatal(run: &Running<'_>, abort: &GuestAbort, e: Error) -> ExitAction {
         run.vm.id,
         run.vcpu.id()
     );
-    ExitAction::StopVm(VmEnd::Failed("a stage-2 fault could not be served"))
+    ExitAction::StopVm(VmEnd::Failed(Failure::Stage2Fault))
 }
 
 /// Refuses an access: logs it and makes the guest take a synchronous

@@ -20,11 +20,34 @@ use crate::arch::gic;
 /// `ESR_ELx.IL`: the trapped instruction is 32 bits long.
 const ESR_IL: u64 = 1 << 25;
 
-/// Serves one exit of the vCPU `run`.
-pub fn handle(run: &mut Running<'_>, vector: Vector) -> ExitAction {
+/// Serves one exit of the vCPU `run`, taken through vector `index`.
+#[inline(always)]
+pub fn handle(run: &mut Running<'_>, index: u64) -> ExitAction {
+    if !Vector::index_is_sync(index) {
+        return asynchronous(run, Vector::from_index(index));
+    }
+    let esr = exception::syndrome();
+    // The class alone picks the handler; each decodes what it needs (the
+    // fault path its abort), so the syndrome is not decoded twice. The
+    // common classes on the shortest path: hypercalls, then aborts.
+    match ((esr >> 26) & 0x3f) as u8 {
+        ec::HVC64 => {
+            run.vcpu.stats.exit(ExitReason::Hvc);
+            hypercall::hvc(run)
+        }
+        ec::DABT_LOWER => {
+            run.vcpu.stats.exit(ExitReason::DataAbort);
+            abort::guest_abort(run, esr)
+        }
+        _ => synchronous(run, esr),
+    }
+}
+
+/// A physical interrupt (a kick), or an FIQ or SError.
+#[inline(never)]
+fn asynchronous(run: &mut Running<'_>, vector: Vector) -> ExitAction {
     let stats = &run.vcpu.stats;
     match vector.kind {
-        Kind::Sync => {}
         Kind::Irq => {
             stats.exit(ExitReason::Irq);
             let (_kicks, others) = gic::handle_irq();
@@ -40,22 +63,17 @@ pub fn handle(run: &mut Running<'_>, vector: Vector) -> ExitAction {
         _ => {
             // No FIQ or SError is routed to a guest: note it and carry on.
             stats.exit(ExitReason::Other);
-            warn!(
-                "vm{}/vcpu{}: unexpected {vector}",
-                run.vm.id,
-                run.vcpu.id()
-            );
-            return ExitAction::Resume;
+            warn!("vm{}/vcpu{}: unexpected {vector}", run.vm.id, run.vcpu.id());
+            ExitAction::Resume
         }
     }
-    let esr = exception::syndrome();
-    // The class alone picks the handler; each decodes what it needs (the
-    // fault path its abort), so the syndrome is not decoded twice.
+}
+
+/// Every synchronous exit but a hypercall or a data abort.
+#[inline(never)]
+fn synchronous(run: &mut Running<'_>, esr: u64) -> ExitAction {
+    let stats = &run.vcpu.stats;
     match ((esr >> 26) & 0x3f) as u8 {
-        ec::HVC64 => {
-            stats.exit(ExitReason::Hvc);
-            hypercall::hvc(run)
-        }
         ec::SMC64 => {
             // Trapped by HCR_EL2.TSC; the PC points at the SMC itself.
             stats.exit(ExitReason::Smc);
@@ -63,10 +81,6 @@ pub fn handle(run: &mut Running<'_>, vector: Vector) -> ExitAction {
             regs.x[0] = ret::NOT_SUPPORTED as u64;
             regs.skip_instruction(true);
             ExitAction::Resume
-        }
-        ec::DABT_LOWER => {
-            stats.exit(ExitReason::DataAbort);
-            abort::guest_abort(run, esr)
         }
         ec::IABT_LOWER => {
             stats.exit(ExitReason::InstructionAbort);

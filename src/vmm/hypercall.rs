@@ -9,46 +9,67 @@ use super::vcpu::{ExitAction, Running, Vcpu};
 use super::vm::Vm;
 
 /// A vendor-specific hypervisor service (owning entity 6), such as the
-/// benchmark calls. Installed by whoever provides it; the VM layer only
-/// routes to it.
-pub trait VendorService: Sync {
-    /// Answers the call in `args` (`x0`-`x3`) made by `vcpu` of `vm`, or
-    /// `None` if it is not one of this service's (then `NOT_SUPPORTED`).
-    fn call(&self, vm: &Vm, vcpu: &Vcpu, args: &[u64; 4]) -> Option<i64>;
-}
+/// benchmark calls: answers the call in `args` (`x0`-`x3`) made by `vcpu`
+/// of `vm`, or `None` if it is not one of its own (then `NOT_SUPPORTED`).
+/// Installed by whoever provides it (a plain function: no vtable on the
+/// exit path); the VM layer only routes to it.
+pub type VendorService = fn(vm: &Vm, vcpu: &Vcpu, args: &[u64; 4]) -> Option<i64>;
 
 /// Handles the `HVC` the running vCPU made.
+#[inline(always)]
 pub fn hvc(run: &mut Running<'_>) -> ExitAction {
-    let args = run.regs().args4();
-    let fid = args[0] as u32;
-    let (result, action) = match smccc::service(fid) {
-        Service::VendorHyp => (vendor(run, &args), ExitAction::Resume),
-        Service::Psci => psci::call(run, &args),
+    let fid = run.regs().x[0] as u32;
+    let service = smccc::service(fid);
+    if service == Service::VendorHyp {
+        // The vendor calls (the benchmarks' null hypercall) first.
+        run.regs().x[0] = vendor(run) as u64;
+        return ExitAction::Resume;
+    }
+    standard(run, service, fid)
+}
+
+/// The other services.
+#[inline(never)]
+fn standard(run: &mut Running<'_>, service: Service, fid: u32) -> ExitAction {
+    let (result, action) = match service {
+        Service::VendorHyp => (vendor(run), ExitAction::Resume),
+        Service::Psci => {
+            let args = run.regs().args4();
+            psci::call(run, &args)
+        }
         Service::Arch => (
-            smccc::answer_arch(smccc::decode_arch(&args), &run.vm.workarounds),
+            smccc::answer_arch(smccc::decode_arch(&run.regs().args4()), &run.vm.workarounds),
             ExitAction::Resume,
         ),
-        Service::Other => (unknown(run, fid), ExitAction::Resume),
+        Service::Other => (unknown(run.vm, run.vcpu, fid), ExitAction::Resume),
     };
     run.regs().x[0] = result as u64;
     action
 }
 
 /// The vendor service's answer, `NOT_SUPPORTED` without one.
-fn vendor(run: &Running<'_>, args: &[u64; 4]) -> i64 {
-    run.vm
-        .vendor_service()
-        .and_then(|s| s.call(run.vm, run.vcpu, args))
-        .unwrap_or_else(|| unknown(run, args[0] as u32))
+fn vendor(run: &mut Running<'_>) -> i64 {
+    let (vm, vcpu) = (run.vm, run.vcpu);
+    let args = run
+        .state
+        .ctx
+        .regs
+        .x
+        .first_chunk::<4>()
+        .expect("31 registers");
+    match vm.vendor.and_then(|service| service(vm, vcpu, args)) {
+        Some(result) => result,
+        None => unknown(vm, vcpu, args[0] as u32),
+    }
 }
 
 /// An unknown function: `NOT_SUPPORTED`, as SMCCC requires.
 #[cold]
-pub fn unknown(run: &Running<'_>, fid: u32) -> i64 {
+pub fn unknown(vm: &Vm, vcpu: &Vcpu, fid: u32) -> i64 {
     debug!(
         "vm{}/vcpu{}: unknown hypercall {fid:#x}: NOT_SUPPORTED",
-        run.vm.id,
-        run.vcpu.id()
+        vm.id,
+        vcpu.id()
     );
     ret::NOT_SUPPORTED
 }

@@ -60,6 +60,6 @@ pub fn call(run: &mut Running<'_>, args: &[u64; 4]) -> (i64, ExitAction) {
             );
             (ret::SUCCESS, ExitAction::StopVm(VmEnd::Reset))
         }
-        Call::Unknown { fid } => resume(hypercall::unknown(run, fid)),
+        Call::Unknown { fid } => resume(hypercall::unknown(vm, run.vcpu, fid)),
     }
 }

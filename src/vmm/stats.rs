@@ -129,7 +129,6 @@ impl VcpuStats {
     pub fn injected(&self) {
         bump(&self.injected);
     }
-
 }
 
 /// The sum of a VM's vCPU counters.

@@ -10,7 +10,7 @@
 
 use hvcore::power::{Power, Start};
 use hvcore::regs::GuestRegs;
-use hvcore::request::{Held, Requests};
+use hvcore::request::{self, Requests};
 use hvcore::verdict::VmEnd;
 use log::debug;
 use pgtable::MemCache;
@@ -21,7 +21,6 @@ use super::stats::VcpuStats;
 use super::vm::Vm;
 use crate::arch::context::{self, Guest, VcpuContext};
 use crate::arch::cpu;
-use crate::arch::exception::Vector;
 use crate::arch::percpu::{self, CpuId};
 
 /// Requests another CPU can make of a vCPU ([`Requests`] bits).
@@ -129,11 +128,11 @@ impl Guest for Running<'_> {
         &mut self.state.ctx
     }
 
-    fn exit(&mut self, vector: Vector) -> bool {
+    fn exit(&mut self, index: u64) -> bool {
         self.vcpu.requests.exited();
-        match exit::handle(self, vector) {
-            // Straight back in, unless a request or a pause holds it.
-            ExitAction::Resume => self.vcpu.requests.try_enter(&self.vm.pause).is_ok(),
+        match exit::handle(self, index) {
+            // Straight back in, unless a request holds it.
+            ExitAction::Resume => self.vcpu.requests.try_enter(),
             action => {
                 self.action = action;
                 false
@@ -156,20 +155,17 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
         vm.id, vcpu.id, start.entry, start.context
     );
     let end = loop {
-        match vcpu.requests.try_enter(&vm.pause) {
-            Ok(()) => {}
-            Err(Held::Paused) => {
+        if !vcpu.requests.try_enter() {
+            let requests = vcpu.requests.take();
+            if requests & req::STOP != 0 {
+                break RunEnd::VmEnded;
+            }
+            if requests & request::PAUSE != 0 {
                 while vm.pause.is_paused() {
                     cpu::wait_for_event();
                 }
-                continue;
             }
-            Err(Held::Requests(_)) => {
-                if vcpu.requests.take() & req::STOP != 0 {
-                    break RunEnd::VmEnded;
-                }
-                continue;
-            }
+            continue;
         }
         let mut running = Running {
             vm,

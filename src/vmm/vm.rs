@@ -31,7 +31,6 @@ use crate::arch::{cpu, gic, mm};
 const IPA_BITS: u32 = 40;
 
 /// Everything a VM is made from.
-#[derive(Debug)]
 pub struct VmConfig<'a> {
     /// The guest image (copied to the start of RAM).
     pub image: &'a [u8],
@@ -45,6 +44,8 @@ pub struct VmConfig<'a> {
     pub bootargs: &'a str,
     /// The largest block a stage-2 fault maps (4 KiB, 2 MiB or 1 GiB).
     pub max_block: u64,
+    /// The vendor-specific hypervisor service its `HVC`s may reach.
+    pub vendor: Option<VendorService>,
 }
 
 /// Why a VM could not be created.
@@ -124,8 +125,8 @@ pub struct Vm {
     pub pause: PauseGate,
     /// What `SMCCC_ARCH_FEATURES` reports for the workarounds.
     pub workarounds: Workarounds,
-    /// The vendor-specific hypervisor service, if one is installed.
-    vendor: Once<&'static dyn VendorService>,
+    /// The vendor-specific hypervisor service, if there is one.
+    pub vendor: Option<VendorService>,
     /// How it ended, once it has (the first end wins).
     end: Once<VmEnd>,
     /// vCPUs whose CPU has seen the end.
@@ -135,23 +136,15 @@ pub struct Vm {
 impl Vm {
     /// The RAM slot.
     pub fn ram(&self) -> &MemSlot {
-        self.slots.find(self.map.ram_base).expect("every VM has RAM")
+        self.slots
+            .find(self.map.ram_base)
+            .expect("every VM has RAM")
     }
 
     /// The vCPU a guest names by `mpidr` (Aff0 = vCPU index, higher levels 0).
     pub fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<&Vcpu> {
         let id = usize::try_from(mpidr & 0xff_00ff_ffff).ok()?;
         self.vcpus.get(id)
-    }
-
-    /// Installs the vendor-specific hypervisor service (once).
-    pub fn set_vendor_service(&self, service: &'static dyn VendorService) {
-        self.vendor.call_once(|| service);
-    }
-
-    /// The vendor-specific hypervisor service, if any.
-    pub fn vendor_service(&self) -> Option<&'static dyn VendorService> {
-        self.vendor.get().copied()
     }
 
     /// Claims the dirty logs for one job; false if another has them.
@@ -199,7 +192,8 @@ impl Vm {
     pub fn stop(&self, end: VmEnd) {
         self.end.call_once(|| end);
         for vcpu in &self.vcpus {
-            vcpu.requests.make(super::vcpu::req::STOP, vcpu.id(), &CpuKick(self));
+            vcpu.requests
+                .make(super::vcpu::req::STOP, vcpu.id(), &CpuKick(self));
             // Also a CPU waiting for its vCPU's CPU_ON.
             self.wake(vcpu);
         }
@@ -355,7 +349,7 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
         logs_reserved: AtomicBool::new(false),
         pause: PauseGate::new(),
         workarounds: Workarounds::NONE,
-        vendor: Once::new(),
+        vendor: cfg.vendor,
         end: Once::new(),
         left: AtomicUsize::new(0),
     })

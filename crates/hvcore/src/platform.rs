@@ -346,14 +346,16 @@ mod tests {
         w.property_string("model", "linux,dummy-virt").unwrap();
         let chosen = w.begin_node("chosen").unwrap();
         w.property_string("bootargs", "log=debug -- x").unwrap();
-        w.property_string("stdout-path", "/pl011@9040000:115200").unwrap();
+        w.property_string("stdout-path", "/pl011@9040000:115200")
+            .unwrap();
         w.property_u64("linux,initrd-start", 0x4800_0000).unwrap();
         w.property_u64("linux,initrd-end", 0x4830_0000).unwrap();
         w.end_node(chosen).unwrap();
         if with_memory {
             let mem = w.begin_node("memory@40000000").unwrap();
             w.property_string("device_type", "memory").unwrap();
-            w.property_array_u64("reg", &[0x4000_0000, 0x4000_0000]).unwrap();
+            w.property_array_u64("reg", &[0x4000_0000, 0x4000_0000])
+                .unwrap();
             w.end_node(mem).unwrap();
         }
         let cpus_node = w.begin_node("cpus").unwrap();
@@ -371,7 +373,8 @@ mod tests {
         w.end_node(cpus_node).unwrap();
         let gic = w.begin_node("intc@8000000").unwrap();
         w.property_string("compatible", "arm,gic-v3").unwrap();
-        w.property_array_u64("reg", &[0x0800_0000, 0x1_0000, 0x080a_0000, 0xf6_0000]).unwrap();
+        w.property_array_u64("reg", &[0x0800_0000, 0x1_0000, 0x080a_0000, 0xf6_0000])
+            .unwrap();
         w.end_node(gic).unwrap();
         let p = w.begin_node("psci").unwrap();
         w.property_string("compatible", "arm,psci-1.0").unwrap();
@@ -399,11 +402,16 @@ mod tests {
         assert_eq!(p.memory.total_size(), 0x4000_0000);
         assert_eq!(p.reserved.total_size(), 0x1000);
         let initrd = p.initrd.unwrap();
-        assert_eq!((initrd.start().as_u64(), initrd.size()), (0x4800_0000, 0x30_0000));
+        assert_eq!(
+            (initrd.start().as_u64(), initrd.size()),
+            (0x4800_0000, 0x30_0000)
+        );
         assert_eq!(p.cpus.mpidrs(), [0, 1, 2, 3]);
         assert_eq!((p.cpus.ignored, p.cpus.no_reg), (0, 1));
         assert_eq!(p.uart.as_u64(), 0x0904_0000, "the stdout-path one");
-        assert!(matches!(p.gic, Some(Gic::V3 { distributor, .. }) if distributor.start().as_u64() == 0x0800_0000));
+        assert!(
+            matches!(p.gic, Some(Gic::V3 { distributor, .. }) if distributor.start().as_u64() == 0x0800_0000)
+        );
         assert_eq!(p.psci, Some(PsciConduit::Smc));
         assert_eq!(p.bootargs, "log=debug -- x");
     }
@@ -421,12 +429,26 @@ mod tests {
     fn errors_name_what_is_wrong() {
         let blob = qemu_like(1, false, "smc");
         assert!(matches!(parse(&blob, 0), Err(DtbError::NoMemory)));
-        assert!(matches!(parse(&blob[..blob.len() - 8], 0), Err(DtbError::Invalid(_))));
+        assert!(matches!(
+            parse(&blob[..blob.len() - 8], 0),
+            Err(DtbError::Invalid(_))
+        ));
         assert!(matches!(parse(&[0u8; 64], 0), Err(DtbError::Invalid(_))));
-        assert_eq!(blob_size(&[0xd0, 0x0d, 0xfe, 0xed, 0, 0, 0, 8]), Err(DtbError::BadSize(8)));
-        assert_eq!(blob_size(&[0, 0, 0, 0, 0x7f, 0, 0, 0]), Err(DtbError::BadSize(0x7f00_0000)));
+        assert_eq!(
+            blob_size(&[0xd0, 0x0d, 0xfe, 0xed, 0, 0, 0, 8]),
+            Err(DtbError::BadSize(8))
+        );
+        assert_eq!(
+            blob_size(&[0, 0, 0, 0, 0x7f, 0, 0, 0]),
+            Err(DtbError::BadSize(0x7f00_0000))
+        );
         assert_eq!(blob_size(&[0; 3]), Err(DtbError::BadSize(0)));
-        for e in [DtbError::Missing, DtbError::Misaligned(3), DtbError::BadSize(1), DtbError::NoCpus] {
+        for e in [
+            DtbError::Missing,
+            DtbError::Misaligned(3),
+            DtbError::BadSize(1),
+            DtbError::NoCpus,
+        ] {
             assert!(!std::format!("{e}").is_empty());
         }
     }

@@ -3,9 +3,10 @@
 //! Protocol (the shape of Linux KVM's `vcpu->mode` and `vcpu->requests`):
 //!
 //! - Right before every entry the vCPU's CPU sets its mode to *in guest*
-//!   and **then** reads the pause flag and its requests
-//!   ([`Requests::try_enter`]); if either is set it goes back *outside*
-//!   and serves them instead of entering.
+//!   and **then** reads its requests ([`Requests::try_enter`]); if any is
+//!   pending it goes back *outside* and serves them instead of entering. A
+//!   VM-wide pause is a request too ([`PAUSE`]), made of every vCPU, so the
+//!   entry reads one word.
 //! - Every exit sets the mode to *outside* first ([`Requests::exited`]).
 //! - Before it waits for an interrupt, the vCPU sets its mode to
 //!   *blocked* and **then** checks again whether anything woke it
@@ -37,6 +38,10 @@ const EXITING: u8 = 2;
 /// It waits for an interrupt.
 const BLOCKED: u8 = 3;
 
+/// The request bit of a VM-wide pause ([`PauseGate::pause`]): a held vCPU
+/// waits while [`PauseGate::is_paused`]. The other bits are the caller's.
+pub const PAUSE: u32 = 1 << 31;
+
 /// Makes a vCPU leave its guest, or wakes it if it waits.
 pub trait Kick {
     /// Sends the kick to vCPU `vcpu`'s physical CPU.
@@ -48,15 +53,6 @@ pub trait Kick {
 pub struct Requests {
     mode: AtomicU8,
     pending: AtomicU32,
-}
-
-/// Why a vCPU may not enter its guest now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Held {
-    /// Its VM is paused: wait until [`PauseGate::is_paused`] turns false.
-    Paused,
-    /// Requests are pending (take them with [`Requests::take`]).
-    Requests(u32),
 }
 
 impl Requests {
@@ -94,25 +90,18 @@ impl Requests {
         needed
     }
 
-    /// The vCPU's side, right before entering: `Ok` if it may enter (its
-    /// mode is now *in guest*); otherwise it stays outside and says why.
-    ///
-    /// # Errors
-    ///
-    /// [`Held::Paused`] while `gate` pauses the VM, [`Held::Requests`]
-    /// with the pending bits (still pending: [`Requests::take`] them).
-    pub fn try_enter(&self, gate: &PauseGate) -> Result<(), Held> {
+    /// The vCPU's side, right before entering: `true` if it may enter (its
+    /// mode is now *in guest*); `false` if requests are pending (it stays
+    /// outside: [`Requests::take`] them and serve them, [`PAUSE`] by
+    /// waiting while the gate is paused).
+    #[inline]
+    pub fn try_enter(&self) -> bool {
         self.mode.store(IN_GUEST, SeqCst);
-        let pending = self.pending.load(SeqCst);
-        let held = if gate.is_paused() {
-            Held::Paused
-        } else if pending != 0 {
-            Held::Requests(pending)
-        } else {
-            return Ok(());
-        };
+        if self.pending.load(SeqCst) == 0 {
+            return true;
+        }
         self.mode.store(OUTSIDE, SeqCst);
-        Err(held)
+        false
     }
 
     /// The vCPU's side, on every exit: it runs no guest code now.
@@ -176,9 +165,10 @@ impl PauseGate {
     }
 
     /// Stops every vCPU in `vcpus` (with its index, for `kick`) from
-    /// running guest code: sets the pause, kicks those in the guest, and
-    /// returns how many it kicked. The caller then waits until
-    /// [`PauseGate::all_out`] (a kicked vCPU needs a moment to exit).
+    /// running guest code: sets the pause, makes the [`PAUSE`] request of
+    /// each, kicks those in the guest, and returns how many it kicked. The
+    /// caller then waits until [`PauseGate::all_out`] (a kicked vCPU needs
+    /// a moment to exit).
     pub fn pause<'a>(
         &self,
         vcpus: impl IntoIterator<Item = (usize, &'a Requests)>,
@@ -187,7 +177,7 @@ impl PauseGate {
         self.paused.store(true, SeqCst);
         let mut kicked = 0;
         for (id, r) in vcpus {
-            if r.kick_if_needed(id, kick) {
+            if r.make(PAUSE, id, kick) {
                 kicked += 1;
             }
         }
@@ -243,10 +233,10 @@ mod tests {
     fn a_request_kicks_a_running_vcpu_once() {
         let (r, gate, k) = (Requests::new(), PauseGate::new(), Counter::new(1));
         assert!(!r.make(1, 0, &k), "outside: no kick");
-        assert_eq!(r.try_enter(&gate), Err(Held::Requests(1)));
+        assert!(!r.try_enter());
         assert!(!r.in_guest(), "held vCPUs stay outside");
         assert_eq!(r.take(), 1);
-        assert_eq!(r.try_enter(&gate), Ok(()));
+        assert!(r.try_enter());
         assert!(r.in_guest());
         assert!(r.make(2, 0, &k), "in guest: kicked");
         assert!(!r.make(4, 0, &k), "already kicked: no second kick");
@@ -254,9 +244,10 @@ mod tests {
         assert!(r.in_guest(), "exiting still counts as in the guest");
         r.exited();
         assert!(!r.in_guest());
-        assert_eq!(r.try_enter(&gate), Err(Held::Requests(6)));
+        assert!(!r.try_enter());
         assert_eq!(r.take(), 6);
         assert_eq!(r.take(), 0);
+        assert!(!gate.is_paused());
     }
 
     #[test]
@@ -278,8 +269,8 @@ mod tests {
         let gate = PauseGate::new();
         let vcpus: Vec<Requests> = (0..3).map(|_| Requests::new()).collect();
         let k = Counter::new(3);
-        vcpus[0].try_enter(&gate).unwrap();
-        vcpus[2].try_enter(&gate).unwrap();
+        assert!(vcpus[0].try_enter());
+        assert!(vcpus[2].try_enter());
         let kicked = gate.pause(vcpus.iter().enumerate(), &k);
         assert_eq!(kicked, 2);
         assert_eq!((k.get(0), k.get(1), k.get(2)), (1, 0, 1));
@@ -287,9 +278,12 @@ mod tests {
         vcpus[0].exited();
         vcpus[2].exited();
         assert!(gate.all_out(&vcpus));
-        assert_eq!(vcpus[1].try_enter(&gate), Err(Held::Paused));
+        assert!(!vcpus[1].try_enter(), "paused: held");
+        assert_eq!(vcpus[1].take(), PAUSE);
+        assert!(gate.is_paused());
         gate.resume();
-        assert_eq!(vcpus[1].try_enter(&gate), Ok(()));
+        assert!(!gate.is_paused());
+        assert!(vcpus[1].try_enter());
         assert_eq!(gate.kicks(), 2);
     }
 
@@ -312,15 +306,13 @@ mod tests {
                 std::thread::spawn(move || {
                     let r = &vcpus[id];
                     while !stop.load(SeqCst) {
-                        match r.try_enter(&gate) {
-                            Ok(()) => {
-                                inside.fetch_add(1, SeqCst);
-                                std::hint::spin_loop();
-                                inside.fetch_sub(1, SeqCst);
-                                r.exited();
-                            }
-                            Err(_) => {
-                                r.take();
+                        if r.try_enter() {
+                            inside.fetch_add(1, SeqCst);
+                            std::hint::spin_loop();
+                            inside.fetch_sub(1, SeqCst);
+                            r.exited();
+                        } else if r.take() & PAUSE != 0 {
+                            while gate.is_paused() && !stop.load(SeqCst) {
                                 std::thread::yield_now();
                             }
                         }

@@ -14,15 +14,31 @@ use core::fmt;
 /// The run's status when a VM or a job failed.
 pub const STATUS_FAILURE: u32 = 1;
 
-/// How one VM ended.
+/// Why the hypervisor stopped a VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A stage-2 fault could not be served (memory or retries exhausted).
+    Stage2Fault,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Stage2Fault => "a stage-2 fault could not be served",
+        })
+    }
+}
+
+/// How one VM ended. Small and `Copy`: an exit handler returns it in
+/// registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VmEnd {
     /// A vCPU called `SYSTEM_OFF` with this status (`x1`).
     PoweredOff(u64),
     /// A vCPU called `SYSTEM_RESET`.
     Reset,
-    /// The hypervisor stopped it: the reason.
-    Failed(&'static str),
+    /// The hypervisor stopped it.
+    Failed(Failure),
 }
 
 impl fmt::Display for VmEnd {
@@ -68,10 +84,26 @@ mod tests {
         assert_eq!(run_status([VmEnd::PoweredOff(1 << 40)], true), u32::MAX);
         assert_eq!(run_status([VmEnd::Reset], true), 0);
         assert_eq!(run_status([VmEnd::PoweredOff(0)], false), STATUS_FAILURE);
-        assert_eq!(run_status([VmEnd::Failed("x"), VmEnd::PoweredOff(9)], true), STATUS_FAILURE);
-        assert_eq!(run_status([VmEnd::PoweredOff(3), VmEnd::PoweredOff(9)], true), 9);
+        assert_eq!(
+            run_status(
+                [VmEnd::Failed(Failure::Stage2Fault), VmEnd::PoweredOff(9)],
+                true
+            ),
+            STATUS_FAILURE
+        );
+        assert_eq!(
+            run_status([VmEnd::PoweredOff(3), VmEnd::PoweredOff(9)], true),
+            9
+        );
         assert_eq!(run_status([], true), 0);
-        assert_eq!(VmEnd::PoweredOff(3).to_string(), "powered off with status 3");
-        assert!(VmEnd::Failed("out of memory").to_string().ends_with("out of memory"));
+        assert_eq!(
+            VmEnd::PoweredOff(3).to_string(),
+            "powered off with status 3"
+        );
+        assert_eq!(
+            VmEnd::Failed(Failure::Stage2Fault).to_string(),
+            "stopped by the hypervisor: a stage-2 fault could not be served"
+        );
+        assert!(core::mem::size_of::<VmEnd>() <= 16, "returned in registers");
     }
 }

@@ -14,8 +14,11 @@
 //!   of them has (each TLB is locked for the length of a store), which is
 //!   what `TLBI; DSB ISH` guarantees; a too-narrow invalidation leaves
 //!   translations cached, as on hardware;
-//! - pausing works as `src/vm/pause.rs` does: it waits until no vCPU runs
-//!   guest code, not until faults being served are done.
+//! - pausing is the hypervisor's own protocol (`crate::request`): a pause
+//!   request and a kick to every vCPU in the guest (the kick is a flag the
+//!   vCPU's loop checks between stores, as an interrupt would be taken),
+//!   then a wait until no vCPU runs guest code, not until faults being
+//!   served are done.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, RwLock as StdRwLock};
@@ -27,6 +30,7 @@ use pgtable::{Level, MmOps, Prot, Stage2, PAGE_SIZE};
 
 use super::*;
 use crate::guest_abort::{AbortKind, GuestAbort};
+use crate::request::{Kick, PauseGate, Requests, PAUSE};
 use crate::s2fault;
 use crate::slots::MemSlot;
 
@@ -176,9 +180,11 @@ struct Vm {
     log: DirtyLog,
     memory: Vec<AtomicU64>,
     tlbs: Arc<[Tlb]>,
-    /// Each vCPU runs guest code (`pause.rs`'s `in_guest`).
-    in_guest: Vec<AtomicBool>,
-    pause_requested: AtomicBool,
+    /// Each vCPU's mode and requests, and the VM's pause.
+    requests: Vec<Requests>,
+    gate: PauseGate,
+    /// A kick is pending for each vCPU (the SGI it would take).
+    kicked: Vec<AtomicBool>,
     stop: AtomicBool,
     /// Stores done by all vCPUs.
     writes: AtomicU64,
@@ -198,40 +204,50 @@ impl Vm {
             slot,
             memory: (0..SIZE / 8).map(|_| AtomicU64::new(0)).collect(),
             tlbs,
-            in_guest: (0..VCPUS).map(|_| AtomicBool::new(false)).collect(),
-            pause_requested: AtomicBool::new(false),
+            requests: (0..VCPUS).map(|_| Requests::new()).collect(),
+            gate: PauseGate::new(),
+            kicked: (0..VCPUS).map(|_| AtomicBool::new(false)).collect(),
             stop: AtomicBool::new(false),
             writes: AtomicU64::new(0),
         }
     }
 
-    /// `pause::before_entry`: in the guest, unless a pause is requested.
+    /// The vCPU run loop's entry: in the guest, unless a request holds it
+    /// (a pause: wait while it lasts).
     fn enter_guest(&self, id: usize) {
-        loop {
-            self.in_guest[id].store(true, SeqCst);
-            if !self.pause_requested.load(SeqCst) || self.stop.load(SeqCst) {
-                return;
-            }
-            self.in_guest[id].store(false, SeqCst);
-            while self.pause_requested.load(SeqCst) && !self.stop.load(SeqCst) {
-                std::thread::yield_now();
+        while !self.requests[id].try_enter() && !self.stop.load(SeqCst) {
+            if self.requests[id].take() & PAUSE != 0 {
+                while self.gate.is_paused() && !self.stop.load(SeqCst) {
+                    std::thread::yield_now();
+                }
             }
         }
+    }
+
+    /// An exit: outside the guest (the hypervisor's `Requests::exited`).
+    fn exit_guest(&self, id: usize) {
+        self.requests[id].exited();
+    }
+}
+
+impl Kick for Vm {
+    fn kick(&self, vcpu: usize) {
+        self.kicked[vcpu].store(true, SeqCst);
     }
 }
 
 impl Vcpus for Vm {
-    /// As `pause::pause`: no vCPU runs guest code once this returns; one
-    /// may still be serving a fault.
+    /// As the hypervisor pauses a VM: no vCPU runs guest code once this
+    /// returns; one may still be serving a fault.
     fn pause(&self) {
-        self.pause_requested.store(true, SeqCst);
-        while self.in_guest.iter().any(|g| g.load(SeqCst)) && !self.stop.load(SeqCst) {
+        self.gate.pause(self.requests.iter().enumerate(), self);
+        while !self.gate.all_out(&self.requests) && !self.stop.load(SeqCst) {
             std::thread::yield_now();
         }
     }
 
     fn resume(&self) {
-        self.pause_requested.store(false, SeqCst);
+        self.gate.resume();
     }
 }
 
@@ -277,6 +293,11 @@ fn run_vcpu(vm: &Vm, id: usize) {
     let mut value = (id as u64) << 48;
     vm.enter_guest(id);
     while !vm.stop.load(SeqCst) {
+        if vm.kicked[id].swap(false, SeqCst) {
+            // The kick's interrupt: an exit, and the entry's checks.
+            vm.exit_guest(id);
+            vm.enter_guest(id);
+        }
         let r = next(&mut rng);
         let page = if r.is_multiple_of(8) {
             r % PAGES
@@ -287,7 +308,7 @@ fn run_vcpu(vm: &Vm, id: usize) {
         value += 1;
         store(vm, id, word, value, &mut cache);
     }
-    vm.in_guest[id].store(false, SeqCst);
+    vm.exit_guest(id);
     cache.drain(vm.s2.read().mm());
 }
 
@@ -332,9 +353,9 @@ fn store(vm: &Vm, id: usize, word: u64, value: u64, cache: &mut MemCache) {
             return;
         };
         // The exit: outside the guest while the fault is served, as
-        // src/vm/exit.rs does; pages first, then the read lock, the plan and
-        // a fault-mode walk (src/vm/fault.rs).
-        vm.in_guest[id].store(false, SeqCst);
+        // src/vmm/exit.rs does; pages first, then the read lock, the plan and
+        // a fault-mode walk (src/vmm/abort.rs).
+        vm.exit_guest(id);
         cache.topup(vm.s2.read().mm(), 4).unwrap();
         {
             let tree = vm.s2.read();
