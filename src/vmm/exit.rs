@@ -58,7 +58,7 @@ fn asynchronous(run: &mut Running<'_>, vector: Vector) -> ExitAction {
                     run.vcpu.id()
                 );
             }
-            return ExitAction::Resume;
+            ExitAction::Resume
         }
         _ => {
             // No FIQ or SError is routed to a guest: note it and carry on.
