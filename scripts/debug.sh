@@ -5,7 +5,7 @@
 #
 #   scripts/debug.sh [qemu args...]          interactive gdb
 #   scripts/debug.sh --check [qemu args...]  batch: break at the Rust entry,
-#       then in the guest-abort handler (hyp::vmm::abort::guest_abort),
+#       then in the guest-abort handler (hyp::vmm::exit::abort::guest_abort),
 #       print a backtrace and the exception level, continue to the end;
 #       exit 0 only if the breakpoint was hit at EL2 and the run exited 0.
 #
@@ -79,7 +79,7 @@ timeout 60 gdb-multiarch -batch "${gdb_args[@]}" \
     -ex "backtrace" \
     -ex 'printf "current EL = %d\n", ($cpsr >> 2) & 3' \
     -ex "delete" \
-    -ex "break hyp::vmm::abort::guest_abort" \
+    -ex "break hyp::vmm::exit::abort::guest_abort" \
     -ex "continue" \
     -ex "backtrace" \
     -ex 'printf "guest abort: EL = %d, ESR_EL2 below\n", ($cpsr >> 2) & 3' \

@@ -29,6 +29,11 @@ step "clippy host (xtask)" cargo clippy --target "$HOST" -p xtask --all-targets 
 step "clippy aarch64 (workspace)" cargo clippy --workspace --exclude xtask -- -D warnings
 step "cargo doc, no warnings (hyp, hvcore)" env RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps -p hyp -p hvcore
 step "cargo doc, no warnings (pgtable)" env RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps -p pgtable
+# The module graphs: no two modules use each other (directly or round a
+# loop), and the hypervisor's layers point down only (src/layers.txt).
+step "module graph: hypervisor layers, no cycle" cargo xtask deps --rules src/layers.txt src
+step "module graph: hvcore, pgtable, guests, xtask, no cycle" sh -c \
+    'for d in crates/hvcore/src crates/pgtable/src guests/src crates/xtask/src; do cargo xtask deps "$d" >/dev/null || exit 1; done'
 
 # --- host unit tests -------------------------------------------------------
 step "host tests (hvcore)" cargo test --target "$HOST" -p hvcore

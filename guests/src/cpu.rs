@@ -105,34 +105,3 @@ pub fn sync_icache(addr: u64, len: u64) {
     // SAFETY: barriers.
     unsafe { asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
 }
-
-/// Starts every vCPU of `others` (MPIDRs) with `CPU_ON`, context id
-/// `context | id`, then waits up to `ms` milliseconds until `online` counts
-/// them all (each secondary adds one). Fails the run, naming `scenario`, if
-/// a vCPU has no stack, `CPU_ON` refuses, or one never comes online.
-pub fn start_others(
-    scenario: &str,
-    others: impl Iterator<Item = u64>,
-    context: u64,
-    online: &core::sync::atomic::AtomicUsize,
-    ms: u64,
-) {
-    let mut started = 0;
-    for mpidr in others {
-        let id = mpidr & 0xff;
-        crate::check!(
-            (id as usize) < MAX_CPUS,
-            "{scenario}: vCPU with MPIDR {mpidr:#x}: no stack for it"
-        );
-        let ret = crate::psci::start_secondary(mpidr, context | id);
-        crate::check!(ret == 0, "{scenario}: CPU_ON({mpidr:#x}) returned {ret}");
-        started += 1;
-    }
-    let count = || online.load(core::sync::atomic::Ordering::Acquire);
-    if !wait_until(ms, || count() == started) {
-        crate::fail!(
-            "{scenario}: only {} of {started} other vCPUs came online",
-            count()
-        );
-    }
-}

@@ -9,7 +9,7 @@ use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 use tock_registers::{register_bitfields, register_structs};
 
-use super::boot::Machine;
+use super::machine::Machine;
 use super::semihost;
 
 register_bitfields! {u32,

@@ -26,8 +26,6 @@ use aarch64_cpu::registers::{Readable, ID_AA64MMFR0_EL1, MIDR_EL1};
 use hvcore::regs::GuestRegs;
 use pgtable::Geometry;
 
-#[cfg(doc)]
-use super::exception::Vector;
 use super::percpu;
 
 /// `SCTLR_EL1` at reset as a guest expects it: MMU and caches off, the
@@ -401,7 +399,8 @@ pub trait Guest {
     /// Its context ([`enter`] runs it).
     fn context(&mut self) -> &mut VcpuContext;
 
-    /// Handles an exit through vector `index` (0 to 15: see [`Vector`]);
+    /// Handles an exit through vector `index` (0 to 15: see
+    /// `exception::Vector`);
     /// the guest's registers are in the context. Returns `true` to resume
     /// the guest at once, `false` to return from [`enter`].
     fn exit(&mut self, index: u64) -> bool;
@@ -429,7 +428,7 @@ unsafe extern "C" {
 pub fn enter<G: Guest>(guest: &mut G) {
     let ctx: *mut VcpuContext = guest.context();
     let guest_ptr = (guest as *mut G).cast::<()>();
-    percpu::current().set_current(ctx);
+    percpu::current().set_current(ctx.cast());
     // SAFETY: `ctx` and `guest_ptr` are valid for the whole call (borrowed
     // from `guest` by this function); the assembly saves the callee-saved
     // registers and SP it will restore before returning, loads only the

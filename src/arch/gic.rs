@@ -28,7 +28,7 @@ use tock_registers::{register_bitfields, register_structs};
 
 use hvcore::platform::Gic;
 
-use super::boot::Machine;
+use super::machine::Machine;
 use super::percpu::{self, CpuId};
 
 /// The SGI that kicks a CPU out of its guest.

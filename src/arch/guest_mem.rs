@@ -8,7 +8,7 @@ use core::arch::asm;
 
 use hvcore::range::PhysRange;
 
-use super::boot::Machine;
+use super::machine::Machine;
 use super::mm;
 
 /// A range of host memory carved for a guest.

@@ -2,7 +2,8 @@
 //!
 //! | module | what |
 //! |--------|------|
-//! | `boot`, `entry.S` | the entry points, early per-CPU set-up, the boot device tree, starting CPUs |
+//! | `boot`, `entry.S` | the entry points, early per-CPU set-up, starting CPUs |
+//! | `machine` | the boot device tree, read into a `Machine` the drivers trust |
 //! | `exception`, `vectors.S` | the EL2 vector table; exceptions taken at EL2 (fatal) |
 //! | `context` | a vCPU's context and the switch into the guest; EL1, FP/SIMD and EL2 control registers |
 //! | `percpu` | per-CPU state behind `TPIDR_EL2` |
@@ -22,6 +23,7 @@ pub mod exception;
 pub mod exit;
 pub mod gic;
 pub mod guest_mem;
+pub mod machine;
 pub mod mm;
 mod panic;
 pub mod percpu;

@@ -10,8 +10,6 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use aarch64_cpu::registers::{Readable, Writeable, MPIDR_EL1, TPIDR_EL2};
 
-use super::context::VcpuContext;
-
 pub use hvcore::platform::MAX_CPUS;
 
 /// Size of each CPU's EL2 stack.
@@ -56,8 +54,8 @@ const NO_VCPU: u32 = u32::MAX;
 #[derive(Debug)]
 pub struct PerCpu {
     /// The context of the vCPU this CPU runs or last ran (null before the
-    /// first): `boot/vectors.S` reads it at offset 0.
-    current: AtomicPtr<VcpuContext>,
+    /// first; a `context::VcpuContext`): `vectors.S` reads it at offset 0.
+    current: AtomicPtr<u8>,
     /// Affinity fields of the CPU's MPIDR (as the device tree lists them).
     mpidr: AtomicU64,
     /// Set by the CPU itself once it runs Rust code at EL2.
@@ -109,8 +107,9 @@ impl PerCpu {
         self.running.store(v, Ordering::Relaxed);
     }
 
-    /// Makes `ctx` this CPU's current vCPU context (the vectors save into it).
-    pub(super) fn set_current(&self, ctx: *mut VcpuContext) {
+    /// Makes `ctx` this CPU's current vCPU context (the vectors save into
+    /// it; `context::enter` is the only caller).
+    pub(super) fn set_current(&self, ctx: *mut u8) {
         self.current.store(ctx, Ordering::Relaxed);
     }
 }

@@ -21,19 +21,20 @@ use hvcore::PhysAddr;
 use log::{debug, info, warn};
 use spin::Once;
 
-use crate::arch::boot;
 use crate::arch::console::{self, println};
 use crate::arch::exit::{exit, exit_code, ExitStatus};
+use crate::arch::machine;
 use crate::arch::mm::{self, Carve, MmError};
 use crate::arch::percpu::CpuId;
 use crate::arch::{cpu, exception, gic, guest_mem, pmu};
 use crate::jobs::bench;
 use crate::jobs::migrate::{Migration, MigrationConfig, DEFAULT_CONVERGE_PAGES};
 use crate::logger;
-use crate::vmm::hypercall::VendorService;
+use crate::vmm::run::{self, RunEnd};
 use crate::vmm::stats::VmStats;
 use crate::vmm::table;
-use crate::vmm::vcpu::{self, RunEnd, Vcpu};
+use crate::vmm::vcpu::Vcpu;
+use crate::vmm::vm::VendorService;
 use crate::vmm::vm::{Vm, VmConfig, VmError};
 use smp::SmpError;
 
@@ -110,7 +111,7 @@ pub fn secondary_main(cpu: CpuId) -> ! {
 
 /// Boots: returns whether a guest runs (and this CPU should serve it).
 fn boot(dtb: usize) -> Result<bool, BootError> {
-    let machine = boot::read_machine(dtb).map_err(BootError::Dtb)?;
+    let machine = machine::read_machine(dtb).map_err(BootError::Dtb)?;
     console::init(&machine);
     let platform = machine.platform();
     let (host_args, guest_args) = bootargs::split_guest(platform.bootargs);
@@ -260,7 +261,7 @@ fn serve(cpu: CpuId, vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
             finish(cpu, vm);
         }
         if let Some(start) = vcpu.power.take_start() {
-            if vcpu::run(vm, vcpu, start) == RunEnd::VmEnded {
+            if run::run(vm, vcpu, start) == RunEnd::VmEnded {
                 finish(cpu, vm);
             }
             continue;

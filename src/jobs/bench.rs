@@ -29,7 +29,7 @@ use crate::vmm::vcpu::Vcpu;
 use crate::vmm::vm::Vm;
 
 /// The benchmark hypercalls, as a VM's vendor service
-/// ([`crate::vmm::hypercall::VendorService`]).
+/// ([`crate::vmm::vm::VendorService`]).
 pub fn service(vm: &Vm, vcpu: &Vcpu, args: &[u64; 4]) -> Option<i64> {
     // The null hypercall answers at once: it measures the exit alone.
     if args[0] as u32 == bench::fid::NULL {

@@ -2,7 +2,7 @@
 
 use hvcore::mmio::MmioOp;
 
-use super::vcpu::Running;
+use super::running::Running;
 use super::vm::Device;
 use crate::arch::console::println;
 

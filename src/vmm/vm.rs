@@ -19,7 +19,6 @@ use log::info;
 use pgtable::Stage2;
 use spin::{Mutex, Once, RwLock};
 
-use super::hypercall::VendorService;
 use super::vcpu::Vcpu;
 use crate::arch::context::VmControls;
 use crate::arch::guest_mem::{self, HostRange};
@@ -85,6 +84,13 @@ impl fmt::Display for VmError {
         }
     }
 }
+
+/// A vendor-specific hypervisor service (owning entity 6), such as the
+/// benchmark calls: answers the call in `args` (`x0`-`x3`) made by `vcpu`
+/// of `vm`, or `None` if it is not one of its own (then `NOT_SUPPORTED`).
+/// Installed by whoever provides it (a plain function: no vtable on the
+/// exit path); the VM layer only routes to it.
+pub type VendorService = fn(vm: &Vm, vcpu: &Vcpu, args: &[u64; 4]) -> Option<i64>;
 
 /// An emulated device on a VM's MMIO bus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

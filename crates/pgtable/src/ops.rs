@@ -680,26 +680,3 @@ impl<M: MmOps> Visitor<M> for CountMapped {
         Ok(())
     }
 }
-
-/// Frees the table below each table entry, after its children (post-order),
-/// and counts the pages. Only walks over unreachable tables use it (see
-/// `walker::free_below`).
-#[derive(Default)]
-pub(crate) struct Free {
-    pub(crate) freed: i64,
-}
-
-impl<M: MmOps> Visitor<M> for Free {
-    const POLICY: &'static Policy = &policy::FREE;
-
-    fn visit(&mut self, ctx: &VisitCtx<'_, M>, kind: VisitKind) -> Result<(), Outcome> {
-        if kind == VisitKind::TablePost {
-            self.freed += 1;
-            // SAFETY: a free walk runs only over tables nobody can reach
-            // (`free_below`'s contract); the walker has finished with this
-            // child table, and it was allocated by `ctx.mm` as one page.
-            unsafe { ctx.mm.free_pages(ctx.old.output_address(), 1) };
-        }
-        Ok(())
-    }
-}

@@ -576,8 +576,32 @@ fn whole(table: &Table<'_>, level: Level) -> (u64, u64) {
     (0, level.entry_size() * table.len() as u64)
 }
 
+/// Frees the table below each table entry, after its children (post-order),
+/// and counts the pages. Only walks over unreachable tables use it
+/// ([`free_below`]); it lives here, with the walker, rather than with the
+/// operations' visitors in `ops`, which use the walker.
+#[derive(Default)]
+pub(crate) struct Free {
+    pub(crate) freed: i64,
+}
+
+impl<M: MmOps> Visitor<M> for Free {
+    const POLICY: &'static Policy = &crate::policy::FREE;
+
+    fn visit(&mut self, ctx: &VisitCtx<'_, M>, kind: VisitKind) -> Result<(), Outcome> {
+        if kind == VisitKind::TablePost {
+            self.freed += 1;
+            // SAFETY: a free walk runs only over tables nobody can reach
+            // (`free_below`'s contract); the walker has finished with this
+            // child table, and it was allocated by `ctx.mm` as one page.
+            unsafe { ctx.mm.free_pages(ctx.old.output_address(), 1) };
+        }
+        Ok(())
+    }
+}
+
 /// Frees every table below `table` (whose entries are at `level`), with a
-/// post-order walk of the [`crate::ops::Free`] visitor; returns how many
+/// post-order walk of the [`Free`] visitor; returns how many
 /// pages it freed (the caller updates the counters). `table` itself stays.
 ///
 /// # Safety
@@ -597,7 +621,7 @@ pub(crate) unsafe fn free_below<M: MmOps>(
         return 0;
     }
     let span = whole(&table, level);
-    let mut free = crate::ops::Free::default();
+    let mut free = Free::default();
     let done = run_detached(
         mm,
         stats,

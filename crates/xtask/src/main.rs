@@ -22,6 +22,10 @@ usage: cargo xtask <subcommand> [args...]
       with --check, exit 1 if a headline ratio is below 1.5 (or missing).
   text-range ELF
       The hypervisor's text as QEMU's -dfilter takes it (0xSTART..0xEND).
+  deps [--rules FILE] SRC_DIR
+      The module graph of the crate whose sources are under SRC_DIR: printed, then checked.
+      Exit 1 if modules use each other in a cycle, or (with --rules) a layer uses one the
+      rules do not allow.
 ";
 
 fn main() {
@@ -34,6 +38,7 @@ fn main() {
         "bench-profile" => bench_profile_cmd(args),
         "bench-ratios" => bench_ratios_cmd(args),
         "text-range" => text_range_cmd(args),
+        "deps" => deps_cmd(args),
         "help" | "--help" | "-h" => {
             print(USAGE);
             0
@@ -246,4 +251,75 @@ fn text_range_cmd(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+fn deps_cmd(args: &[String]) -> i32 {
+    let (rules, dir) = match args {
+        [flag, rules, dir] if flag == "--rules" => (Some(rules), dir),
+        [dir] => (None, dir),
+        _ => usage_error("deps needs [--rules FILE] SRC_DIR"),
+    };
+    let mut files = Vec::new();
+    if let Err(e) = collect_rs(Path::new(dir), Path::new(""), &mut files) {
+        eprintln!("deps: reading {dir}: {e}");
+        return 1;
+    }
+    let graph = xtask::deps::graph(&files);
+    print(&xtask::deps::render(&graph));
+    let mut status = 0;
+    for cycle in xtask::deps::cycles(&graph) {
+        eprintln!(
+            "deps: {dir}: modules use each other: {}",
+            cycle.join(" <-> ")
+        );
+        status = 1;
+    }
+    if let Some(rules) = rules {
+        let text = match std::fs::read_to_string(rules) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("deps: reading {rules}: {e}");
+                return 1;
+            }
+        };
+        let rules = match xtask::deps::parse_rules(&text) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("deps: {e}");
+                return 1;
+            }
+        };
+        for (from, to) in xtask::deps::violations(&graph, &rules) {
+            eprintln!("deps: {dir}: {from} uses {to}, which its layer may not");
+            status = 1;
+        }
+    }
+    if status == 0 {
+        eprintln!(
+            "deps: {dir}: {} modules, no cycle{}",
+            graph.edges.len(),
+            if rules.is_some() {
+                ", layers respected"
+            } else {
+                ""
+            }
+        );
+    }
+    status
+}
+
+/// Every `.rs` file under `dir` (relative paths from `rel`), with its text.
+fn collect_rs(dir: &Path, rel: &Path, out: &mut Vec<(PathBuf, String)>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let rel = rel.join(e.file_name());
+        if path.is_dir() {
+            collect_rs(&path, &rel, out)?;
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push((rel, std::fs::read_to_string(&path)?));
+        }
+    }
+    Ok(())
 }

@@ -132,7 +132,7 @@ fn main(p: &Platform) {
         ram.region().end(),
         SECONDS.load(Ordering::Acquire)
     );
-    cpu::start_others("migrate", others.clone(), CONTEXT, &ONLINE, WAIT_MS);
+    psci::start_others("migrate", others.clone(), CONTEXT, &ONLINE, WAIT_MS);
     GO.store(true, Ordering::Release);
     work(ram, me);
 

@@ -74,7 +74,7 @@ fn main(p: &Platform) {
         ram.region().base,
         ram.region().end()
     );
-    cpu::start_others("smp", others.clone(), CONTEXT, &ONLINE, WAIT_MS);
+    psci::start_others("smp", others.clone(), CONTEXT, &ONLINE, WAIT_MS);
     GO.store(true, Ordering::Release);
     touch(ram, me);
 

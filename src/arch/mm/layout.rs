@@ -12,8 +12,8 @@ use super::{frame, heap};
 use alloc::vec::Vec;
 use hvcore::platform::MAX_RANGES;
 
-use crate::arch::boot::Machine;
 use crate::arch::guest_mem::HostRange;
+use crate::arch::machine::Machine;
 
 /// Size of the EL2 heap.
 const HEAP_SIZE: u64 = 4 * 1024 * 1024;

@@ -22,7 +22,7 @@ use super::maint;
 use super::tables::El2Mm;
 use hvcore::platform::{Gic, Platform, MAX_RANGES};
 
-use crate::arch::boot::Machine;
+use crate::arch::machine::Machine;
 
 /// Virtual-address bits of the EL2 regime (1 TiB: every RAM and device
 /// address of the virt board fits).

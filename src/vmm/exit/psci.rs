@@ -5,15 +5,15 @@ use hvcore::psci::{self, ret, Call, PsciCall};
 use hvcore::verdict::VmEnd;
 use log::info;
 
-use super::hypercall;
-use super::vcpu::{ExitAction, Running};
+use super::super::running::{ExitAction, Running};
 
-/// Answers the PSCI call in `args`: the value for `x0`, and what happens next.
+/// Answers the PSCI call in `args`: the value for `x0`, and what happens
+/// next; `None` for a function PSCI does not have.
 #[inline(never)]
-pub fn call(run: &mut Running<'_>, args: &[u64; 4]) -> (i64, ExitAction) {
+pub fn call(run: &mut Running<'_>, args: &[u64; 4]) -> Option<(i64, ExitAction)> {
     let vm = run.vm;
     let resume = |value| (value, ExitAction::Resume);
-    match psci::decode(args) {
+    Some(match psci::decode(args) {
         Call::Psci(PsciCall::Version) => resume(psci::VERSION_1_0 as i64),
         Call::Psci(PsciCall::Features { fid }) => resume(psci::features(fid)),
         Call::Psci(PsciCall::CpuOn {
@@ -22,10 +22,10 @@ pub fn call(run: &mut Running<'_>, args: &[u64; 4]) -> (i64, ExitAction) {
             context,
         }) => {
             let Some(vcpu) = vm.vcpu_by_mpidr(target) else {
-                return resume(ret::INVALID_PARAMETERS);
+                return Some(resume(ret::INVALID_PARAMETERS));
             };
             if let Err(e) = power::check_entry(vm.ram(), entry) {
-                return resume(e);
+                return Some(resume(e));
             }
             let r = vcpu.power.cpu_on(Start { entry, context });
             if r == ret::SUCCESS {
@@ -60,6 +60,6 @@ pub fn call(run: &mut Running<'_>, args: &[u64; 4]) -> (i64, ExitAction) {
             );
             (ret::SUCCESS, ExitAction::StopVm(VmEnd::Reset))
         }
-        Call::Unknown { fid } => resume(hypercall::unknown(vm, run.vcpu, fid)),
-    }
+        Call::Unknown { .. } => return None,
+    })
 }

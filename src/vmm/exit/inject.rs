@@ -2,7 +2,7 @@
 
 use hvcore::inject::{self, Exception};
 
-use super::vcpu::Running;
+use super::super::running::Running;
 use crate::arch::context;
 
 /// Makes the running vCPU take `exception` at EL1, as the CPU would;

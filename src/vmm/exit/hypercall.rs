@@ -4,16 +4,10 @@ use hvcore::psci::ret;
 use hvcore::smccc::{self, Service};
 use log::debug;
 
+use super::super::running::{ExitAction, Running};
+use super::super::vcpu::Vcpu;
+use super::super::vm::Vm;
 use super::psci;
-use super::vcpu::{ExitAction, Running, Vcpu};
-use super::vm::Vm;
-
-/// A vendor-specific hypervisor service (owning entity 6), such as the
-/// benchmark calls: answers the call in `args` (`x0`-`x3`) made by `vcpu`
-/// of `vm`, or `None` if it is not one of its own (then `NOT_SUPPORTED`).
-/// Installed by whoever provides it (a plain function: no vtable on the
-/// exit path); the VM layer only routes to it.
-pub type VendorService = fn(vm: &Vm, vcpu: &Vcpu, args: &[u64; 4]) -> Option<i64>;
 
 /// Handles the `HVC` the running vCPU made.
 #[inline(always)]
@@ -36,6 +30,7 @@ fn standard(run: &mut Running<'_>, service: Service, fid: u32) -> ExitAction {
         Service::Psci => {
             let args = run.regs().args4();
             psci::call(run, &args)
+                .unwrap_or_else(|| (unknown(run.vm, run.vcpu, fid), ExitAction::Resume))
         }
         Service::Arch => (
             smccc::answer_arch(smccc::decode_arch(&run.regs().args4()), &run.vm.workarounds),

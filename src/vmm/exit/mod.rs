@@ -1,8 +1,8 @@
 //! Every exit from a guest starts here: the vector and the syndrome say why, one handler serves it and returns an [`ExitAction`].
 //!
 //! Handlers by exception class, as Linux KVM's `arm_exit_handlers`: `HVC`
-//! → [`super::hypercall`], `SMC` → refused, data and instruction aborts →
-//! [`super::abort`], anything else → an undefined instruction. A physical
+//! → `hypercall`, `SMC` → refused, data and instruction aborts → `abort`,
+//! anything else → an undefined instruction (`inject`). A physical
 //! interrupt is a kick from another CPU (see `hvcore::request`):
 //! acknowledged here; whatever was asked is served before the next entry.
 
@@ -11,9 +11,13 @@ use hvcore::inject::Exception;
 use hvcore::psci::ret;
 use log::warn;
 
+mod abort;
+mod hypercall;
+mod inject;
+mod psci;
+
+use super::running::{ExitAction, Running};
 use super::stats::ExitReason;
-use super::vcpu::{ExitAction, Running};
-use super::{abort, hypercall, inject};
 use crate::arch::exception::{self, Kind, Vector};
 use crate::arch::gic;
 

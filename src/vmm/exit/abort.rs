@@ -19,9 +19,10 @@ use hvcore::verdict::{Failure, VmEnd};
 use log::{error, warn};
 use pgtable::Error;
 
-use super::devices;
+use super::super::devices;
+use super::super::running::{ExitAction, Running};
+use super::super::vcpu::FAULT_CACHE_PAGES;
 use super::inject;
-use super::vcpu::{ExitAction, Running, FAULT_CACHE_PAGES};
 use crate::arch::exception;
 
 /// Handles a data or instruction abort from the guest with syndrome `esr`.

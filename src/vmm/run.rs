@@ -1,0 +1,95 @@
+//! A vCPU's run loop: its context loaded on its CPU, then *pending requests → enter → exit handler → an [`ExitAction`]*, again and again.
+//!
+//! An exit handler never ends the run or the VM itself: it returns what
+//! should happen, and this loop (or, for the VM, the caller's CPU loop)
+//! decides. On the fast path (the handler says *resume* and nothing is
+//! pending) the guest is resumed straight from the exit, with no return
+//! through [`context::enter`].
+
+use hvcore::power::Start;
+use hvcore::request;
+use log::debug;
+
+use super::exit;
+use super::running::{ExitAction, Running};
+use super::vcpu::{req, Vcpu};
+use super::vm::Vm;
+use crate::arch::context::{self, Guest, VcpuContext};
+use crate::arch::cpu;
+use crate::arch::percpu;
+
+/// How a vCPU's run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// It powered off; a `CPU_ON` may start it again.
+    PoweredOff,
+    /// Its VM ended.
+    VmEnded,
+}
+
+impl Guest for Running<'_> {
+    fn context(&mut self) -> &mut VcpuContext {
+        &mut self.state.ctx
+    }
+
+    fn exit(&mut self, index: u64) -> bool {
+        self.vcpu.requests.exited();
+        match exit::handle(self, index) {
+            // Straight back in, unless a request holds it.
+            ExitAction::Resume => self.vcpu.requests.try_enter(),
+            action => {
+                self.action = action;
+                false
+            }
+        }
+    }
+}
+
+/// Runs `vcpu` of `vm` on this CPU from reset at `start`, until it powers
+/// off or its VM ends.
+pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
+    let mut state = vcpu.lock_state();
+    // Architectural reset: nothing of a previous run survives.
+    state.ctx = VcpuContext::at_reset(start.entry, start.context);
+    vm.controls.load(vcpu.mpidr());
+    state.ctx.load();
+    percpu::current().set_running(Some((vm.id, vcpu.id() as u16)));
+    debug!(
+        "vm{}/vcpu{}: entering the guest at {:#x} (x0 {:#x})",
+        vm.id,
+        vcpu.id(),
+        start.entry,
+        start.context
+    );
+    let end = loop {
+        if !vcpu.requests.try_enter() {
+            let requests = vcpu.requests.take();
+            if requests & req::STOP != 0 {
+                break RunEnd::VmEnded;
+            }
+            if requests & request::PAUSE != 0 {
+                while vm.pause.is_paused() {
+                    cpu::wait_for_event();
+                }
+            }
+            continue;
+        }
+        let mut running = Running::new(vm, vcpu, &mut state);
+        context::enter(&mut running);
+        match running.action {
+            ExitAction::Resume => {}
+            ExitAction::PowerOff => break RunEnd::PoweredOff,
+            ExitAction::StopVm(end) => {
+                vm.stop(end);
+                break RunEnd::VmEnded;
+            }
+        }
+    };
+    state.ctx.save();
+    percpu::current().set_running(None);
+    if end == RunEnd::PoweredOff {
+        // Last: a CPU_ON may now start it again (with a fresh context).
+        vcpu.power.off();
+    }
+    end
+}
