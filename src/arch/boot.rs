@@ -1,4 +1,4 @@
-//! The entry points (`entry.S`) and the first Rust code every CPU runs: EL2 in a known state, `TPIDR_EL2` at the CPU's own state; then the boot layer's functions, which the crate root names with [`hyp_entry!`](crate::hyp_entry).
+//! The entry points (`entry.S`) and the first Rust code every CPU runs: EL2 in a known state, `TPIDR_EL2` at the CPU's own state; then the boot layer's functions, which the crate root names with [`hyp_entry!`](crate::hyp_entry!).
 
 use aarch64_cpu::registers::{ReadWriteable, SCTLR_EL2};
 use hvcore::PhysAddr;

@@ -109,9 +109,12 @@ impl Migration {
             .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            let ok = run(self.vm, self);
-            self.failed.store(!ok, Ordering::Release);
-            self.state.store(DONE, Ordering::Release);
+            match run(self.vm, self) {
+                Ran::Done => self.state.store(DONE, Ordering::Release),
+                Ran::Failed => self.failed.store(true, Ordering::Release),
+                // Unfinished: the run's verdict says so once the VM ends.
+                Ran::VmEnded => {}
+            }
         }
         !self.failed.load(Ordering::Acquire)
     }
@@ -159,29 +162,41 @@ fn age(vm: &Vm, m: &Migration) {
     );
 }
 
-/// Migrates `vm`'s RAM as the module doc says; false if it failed (said
-/// why in the log).
-fn run(vm: &'static Vm, m: &Migration) -> bool {
+/// How [`run`] ended.
+enum Ran {
+    /// The copy was made and matched.
+    Done,
+    /// It failed (said why in the log).
+    Failed,
+    /// The VM ended before it could start.
+    VmEnded,
+}
+
+/// Migrates `vm`'s RAM as the module doc says.
+fn run(vm: &'static Vm, m: &Migration) -> Ran {
     let me = percpu::current_id();
     let Some((index, ram)) = vm.slots.find_indexed(vm.map.ram_base) else {
         error!("migrate: vm{} has no RAM slot", vm.id);
-        return false;
+        return Ran::Failed;
     };
     let log = &vm.logs[index];
     for vcpu in &vm.vcpus {
         if let Err(e) = gic::can_kick(vcpu.cpu) {
             error!("migrate: cannot pause vCPUs: {e}");
-            return false;
+            return Ran::Failed;
         }
     }
     let deadline = now_ms() + START_TIMEOUT_MS;
     while !vm.vcpus.iter().all(|v| v.power.is_on()) {
-        if now_ms() > deadline || vm.end().is_some() {
+        if vm.end().is_some() {
+            return Ran::VmEnded;
+        }
+        if now_ms() > deadline {
             error!(
                 "migrate: not every vCPU of vm{} came on within {START_TIMEOUT_MS} ms",
                 vm.id
             );
-            return false;
+            return Ran::Failed;
         }
         core::hint::spin_loop();
     }
@@ -243,7 +258,7 @@ fn run(vm: &'static Vm, m: &Migration) -> bool {
         Ok(report) => report,
         Err(e) => {
             error!("migrate: {e}");
-            return false;
+            return Ran::Failed;
         }
     };
     info!(
@@ -264,13 +279,13 @@ fn run(vm: &'static Vm, m: &Migration) -> bool {
             "migrate: FAIL: the copy differs from guest RAM at IPA {:#x}",
             ram.ipa + offset
         );
-        return false;
+        return Ran::Failed;
     }
     info!(
         "migrate: the copy matches guest RAM byte for byte ({} MiB); logging off, vCPUs resumed",
         ram.size >> 20
     );
-    true
+    Ran::Done
 }
 
 /// Logs one line per step; holds the race window (`migrate.window=`) open

@@ -512,7 +512,7 @@ unsafe impl MmOps for TestMm {
         let n = HOLD_CAS_WINDOWS.get();
         if n != 0 {
             HOLD_CAS_WINDOWS.set(n + 1);
-            if n % 8 == 0 {
+            if n.is_multiple_of(8) {
                 std::thread::yield_now();
             }
         }
