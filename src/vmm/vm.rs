@@ -276,15 +276,7 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
 
     let uart = map.device(DeviceKind::Uart);
     let dtb_ipa = map.dtb();
-    let dtb = guest_dt::build(&VmDesc {
-        ram_base: map.ram_base,
-        ram_size: map.ram_size,
-        cpus: cfg.cpus.len(),
-        uart_base: uart.base,
-        rom: Some(map.rom),
-        bootargs: cfg.bootargs,
-    })
-    .map_err(VmError::Dtb)?;
+    let dtb = guest_dt::build(&VmDesc::new(&map, cfg.bootargs)).map_err(VmError::Dtb)?;
     let dtb_host = cfg
         .ram
         .sub(dtb_ipa - map.ram_base, dtb.len() as u64)

@@ -8,6 +8,7 @@ use core::fmt;
 
 use vm_fdt::FdtWriter;
 
+use crate::memmap::{DeviceKind, MemoryMap};
 use crate::pl011::Pl011Emu;
 
 /// The phandle of the PL011's fixed clock (`/apb-pclk`).
@@ -30,6 +31,22 @@ pub struct VmDesc<'a> {
     pub rom: Option<(u64, u64)>,
     /// The guest's command line (`/chosen/bootargs`).
     pub bootargs: &'a str,
+}
+
+impl<'a> VmDesc<'a> {
+    /// The description of a VM whose memory map is `map` (the one table
+    /// its slots and MMIO bus come from too), with command line `bootargs`.
+    #[must_use]
+    pub fn new(map: &MemoryMap, bootargs: &'a str) -> Self {
+        Self {
+            ram_base: map.ram_base,
+            ram_size: map.ram_size,
+            cpus: map.vcpus,
+            uart_base: map.device(DeviceKind::Uart).base,
+            rom: Some(map.rom),
+            bootargs,
+        }
+    }
 }
 
 /// Why the device tree could not be built.
@@ -332,6 +349,21 @@ mod tests {
             };
             let blob = build(&d).unwrap();
             check(&blob, &d);
+        }
+    }
+
+    #[test]
+    fn from_the_memory_map() {
+        let map = MemoryMap::new(64 << 20, 3);
+        let d = VmDesc::new(&map, "x");
+        assert_eq!(d, desc(3, "x").with_ram(64 << 20));
+        check(&build(&d).unwrap(), &d);
+    }
+
+    impl VmDesc<'_> {
+        fn with_ram(mut self, size: u64) -> Self {
+            self.ram_size = size;
+            self
         }
     }
 }
