@@ -67,11 +67,24 @@ pub enum BenchId {
     Touch4K = 9,
     /// The same where faults map blocks.
     TouchBlocks = 10,
+    /// Trapped `ICC_SGI1R_EL1` writes sending an SGI to another vCPU: the
+    /// sender's exit.
+    SgiSend = 11,
+    /// IPIs taken by a vCPU running its guest: the receiver's exits (the
+    /// kick, and the delivery into a list register).
+    IpiReceive = 12,
+    /// Virtual timer interrupts, from the physical interrupt to the guest's
+    /// vector.
+    Vtimer = 13,
+    /// Reads of an emulated distributor register (`GICD_TYPER`).
+    GicdRead = 14,
+    /// `WFI`s that block the vCPU until its virtual timer wakes it.
+    Wfi = 15,
 }
 
 impl BenchId {
     /// Every id, in order of value.
-    pub const ALL: [BenchId; 11] = [
+    pub const ALL: [BenchId; 16] = [
         BenchId::Calibrate,
         BenchId::Hvc,
         BenchId::Fault4K,
@@ -83,6 +96,11 @@ impl BenchId {
         BenchId::MmioWrite,
         BenchId::Touch4K,
         BenchId::TouchBlocks,
+        BenchId::SgiSend,
+        BenchId::IpiReceive,
+        BenchId::Vtimer,
+        BenchId::GicdRead,
+        BenchId::Wfi,
     ];
 
     /// The id a guest passes as `raw`, if there is one.
@@ -110,6 +128,11 @@ impl BenchId {
             BenchId::MmioWrite => "mmio-write",
             BenchId::Touch4K => "touch-4k",
             BenchId::TouchBlocks => "touch-blocks",
+            BenchId::SgiSend => "sgi-send",
+            BenchId::IpiReceive => "ipi-receive",
+            BenchId::Vtimer => "vtimer",
+            BenchId::GicdRead => "gicd-read",
+            BenchId::Wfi => "wfi",
         }
     }
 }
