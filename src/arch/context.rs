@@ -51,6 +51,8 @@ mod hcr {
     /// Broadcast TLB and cache maintenance.
     pub const FB: u64 = 1 << 9;
     pub const TSC: u64 = 1 << 19;
+    /// Trap `WFI`: a vCPU with nothing to do blocks in the hypervisor.
+    pub const TWI: u64 = 1 << 13;
     pub const RW: u64 = 1 << 31;
 }
 
@@ -74,6 +76,7 @@ impl VmControls {
             | hcr::IMO
             | hcr::AMO
             | hcr::TSC
+            | hcr::TWI
             | hcr::BSU_IS
             | hcr::FB
             | hcr::RW;

@@ -1,18 +1,23 @@
-//! The physical GICv3 as the hypervisor uses it: one software-generated interrupt that kicks another CPU out of its guest.
+//! The physical GICv3 as the hypervisor uses it: an SGI that kicks another CPU out of its guest (or out of `wfi`), the maintenance interrupt of the virtual CPU interface, and the two timers of the guest that runs on each CPU.
 //!
-//! Nothing is routed to guests yet. While a guest runs, `HCR_EL2.IMO` sends
-//! physical interrupts to EL2, so a kick makes the target CPU leave the
-//! guest (an IRQ exit) whatever the guest's own interrupt mask; the exit
-//! path acknowledges it ([`handle_irq`]) and checks whatever the kicker
-//! asked for (e.g. a pause). At EL2 interrupts stay masked: a kick sent
-//! while the target is in the hypervisor waits, pending, for its next
-//! guest entry, where it costs one spurious exit.
+//! While a guest runs, `HCR_EL2.IMO` sends physical interrupts to EL2, so
+//! a kick makes the target CPU leave the guest (an IRQ exit) whatever the
+//! guest's own interrupt mask; a CPU that waits in `wfi` wakes. At EL2
+//! interrupts stay masked (`PSTATE.I`); the hypervisor takes them by
+//! reading `ICC_IAR1_EL1` ([`ack`]). The CPU interface runs with
+//! `EOImode` 1: ending an interrupt ([`end`]) only drops the running
+//! priority, deactivating it ([`deactivate`]) is separate, so that a
+//! timer interrupt can be forwarded to the guest still active and be
+//! deactivated by the guest's own end of its virtual copy (a hardware-linked
+//! list register): the timer cannot fire again until the guest has handled
+//! it.
 //!
 //! Set-up: the boot CPU enables affinity routing and group 1 in the
 //! distributor ([`init`]); every CPU then wakes its redistributor, enables
-//! the kick SGI there and turns on its system-register CPU interface
-//! ([`init_cpu`]). Only GICv3 is supported; with a GICv2 (or none),
-//! [`kick`] reports [`GicError::Unsupported`].
+//! the kick SGI, the maintenance interrupt and the two timer PPIs there,
+//! and turns on its system-register CPU interface ([`init_cpu`]). Only
+//! GICv3 is supported; with a GICv2 (or none), [`kick`] reports
+//! [`GicError::Unsupported`].
 
 use core::fmt;
 
@@ -33,6 +38,13 @@ use super::percpu::{self, CpuId};
 
 /// The SGI that kicks a CPU out of its guest.
 pub const KICK_SGI: u32 = 0;
+/// The PPIs each CPU enables: the virtual CPU interface's maintenance
+/// interrupt, the virtual timer, the EL1 physical timer.
+const PPIS: [u32; 3] = [
+    hvcore::vgic::MAINTENANCE_INTID,
+    hvcore::vgic::VTIMER_INTID,
+    hvcore::vgic::PTIMER_INTID,
+];
 /// `ICC_IAR1_EL1` INTIDs at and above this are special (1023: spurious).
 const SPECIAL_INTID: u32 = 1020;
 /// Bytes of one redistributor frame pair (RD_base + SGI_base).
@@ -276,32 +288,37 @@ pub fn init_cpu() {
         warn!("gic: cpu {cpu}: redistributor did not wake");
         return;
     }
-    let bit = 1 << KICK_SGI;
-    sgi.igroupr0.set(sgi.igroupr0.get() | bit);
-    sgi.ipriorityr[KICK_SGI as usize].set(0x80);
-    sgi.isenabler0.set(bit);
+    let bits = PPIS.iter().fold(1 << KICK_SGI, |acc, &p| acc | 1 << p);
+    sgi.igroupr0.set(sgi.igroupr0.get() | bits);
+    for intid in core::iter::once(KICK_SGI).chain(PPIS) {
+        sgi.ipriorityr[intid as usize].set(0x80);
+    }
+    sgi.isenabler0.set(bits);
 
     ICC_SRE_EL2.modify(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
     barrier::isb(barrier::SY);
-    // SAFETY: the CPU interface's control (all zero: EOImode 0, so ending
-    // an interrupt also deactivates it), priority mask and group-1 enable
-    // only decide which interrupts this CPU may take and how they end; at
-    // EL2 they stay masked by PSTATE, and while a guest runs they exit to
-    // EL2 (HCR_EL2.IMO).
+    // SAFETY: the CPU interface's control (EOImode 1: ending an interrupt
+    // drops the priority, deactivation is separate), priority mask and
+    // group-1 enable only decide which interrupts this CPU may take and how
+    // they end; at EL2 they stay masked by PSTATE, and while a guest runs
+    // they exit to EL2 (HCR_EL2.IMO).
     unsafe {
         asm!(
-            "msr icc_ctlr_el1, xzr",
+            "msr icc_ctlr_el1, {eoimode}",
             "msr icc_pmr_el1, {pmr}",
             "msr icc_bpr1_el1, xzr",
             "msr icc_igrpen1_el1, {on}",
             "isb",
+            eoimode = in(reg) 1u64 << 1,
             pmr = in(reg) 0xffu64,
             on = in(reg) 1u64,
             options(nostack, preserves_flags)
         );
     }
     READY[cpu.index()].call_once(|| ());
-    debug!("gic: cpu {cpu}: redistributor at {base:#x}, kick SGI {KICK_SGI} enabled");
+    debug!(
+        "gic: cpu {cpu}: redistributor at {base:#x}, kick SGI {KICK_SGI} and PPIs {PPIS:?} enabled"
+    );
 }
 
 /// Whether [`kick`] can reach `cpu`.
@@ -349,32 +366,59 @@ pub fn kick(cpu: CpuId) -> Result<(), GicError> {
     Ok(())
 }
 
-/// Acknowledges and ends every pending interrupt on this CPU (called on an
-/// IRQ exit from a guest); returns how many were kicks and how many were
-/// something else.
-pub fn handle_irq() -> (u32, u32) {
-    let (mut kicks, mut others) = (0, 0);
-    loop {
-        let iar: u64;
-        // SAFETY: acknowledging marks the highest-priority pending
-        // interrupt active; it is ended below, so none stays active.
-        unsafe {
-            asm!("mrs {}, icc_iar1_el1", out(reg) iar, options(nostack, preserves_flags));
-        }
-        let intid = ICC_IAR1_EL1::INTID.read(iar) as u32;
-        if intid >= SPECIAL_INTID {
+/// Acknowledges the highest-priority pending interrupt on this CPU: its
+/// INTID, or `None` if none is pending (spurious). It is active until
+/// [`deactivate`]d; [`end`] it first.
+pub fn ack() -> Option<u32> {
+    let iar: u64;
+    // SAFETY: acknowledging marks the highest-priority pending interrupt
+    // active; every caller ends and deactivates it (or hands it to a guest
+    // whose end deactivates it).
+    unsafe {
+        asm!("mrs {}, icc_iar1_el1", out(reg) iar, options(nostack, preserves_flags));
+    }
+    let intid = ICC_IAR1_EL1::INTID.read(iar) as u32;
+    (intid < SPECIAL_INTID).then_some(intid)
+}
+
+/// Ends (drops the running priority of) an acknowledged interrupt.
+pub fn end(intid: u32) {
+    // SAFETY: drops the priority of an interrupt this CPU acknowledged.
+    unsafe {
+        asm!("msr icc_eoir1_el1, {}", "isb", in(reg) u64::from(intid), options(nostack, preserves_flags));
+    }
+}
+
+/// Deactivates an interrupt (`ICC_DIR_EL1`): it may fire again.
+pub fn deactivate(intid: u32) {
+    // SAFETY: deactivation only lets the interrupt be signalled again.
+    unsafe {
+        asm!("msr icc_dir_el1, {}", "isb", in(reg) u64::from(intid), options(nostack, preserves_flags));
+    }
+}
+
+/// How many interrupts one exit or one wakeup acknowledges at most: a
+/// guest cannot keep the hypervisor acknowledging forever.
+pub const ACK_BUDGET: usize = 8;
+
+/// Acknowledges, ends and deactivates the pending interrupts on this CPU
+/// that need no more than that (at most [`ACK_BUDGET`]): kicks and the
+/// maintenance interrupt. Anything else is handed to `other`, acknowledged
+/// and ended but still active (it deactivates it, or forwards it). Returns
+/// how many kicks it saw.
+pub fn handle_irqs(mut other: impl FnMut(u32)) -> u32 {
+    let mut kicks = 0;
+    for _ in 0..ACK_BUDGET {
+        let Some(intid) = ack() else {
             break;
-        }
-        if intid == KICK_SGI {
-            kicks += 1;
+        };
+        end(intid);
+        if intid == KICK_SGI || intid == hvcore::vgic::MAINTENANCE_INTID {
+            kicks += u32::from(intid == KICK_SGI);
+            deactivate(intid);
         } else {
-            others += 1;
-        }
-        // SAFETY: ends (drops priority and deactivates, EOImode 0) the
-        // interrupt acknowledged above.
-        unsafe {
-            asm!("msr icc_eoir1_el1, {}", "isb", in(reg) iar, options(nostack, preserves_flags));
+            other(intid);
         }
     }
-    (kicks, others)
+    kicks
 }

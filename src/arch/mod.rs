@@ -8,7 +8,8 @@
 //! | `context` | a vCPU's context and the switch into the guest; EL1, FP/SIMD and EL2 control registers |
 //! | `percpu` | per-CPU state behind `TPIDR_EL2` |
 //! | `cpu` | `wfe`/`wfi`/`sev`, the system counter |
-//! | `gic` | the physical GICv3: kicks between CPUs, interrupt acknowledge |
+//! | `gic` | the physical GICv3: kicks between CPUs, acknowledging, ending and deactivating interrupts |
+//! | `vgic` | the virtual CPU interface's registers: list registers, `ICH_HCR_EL2`, the guest's interface state |
 //! | `mm` | heap, frames, memory layout, the EL2 MMU on walker-built tables, cache maintenance |
 //! | `s2mm` | stage-2 memory operations for the walker: TLB maintenance by VMID |
 //! | `guest_mem` | host memory carved for guests: loading, filling, copying, comparing |
@@ -31,3 +32,4 @@ pub mod pmu;
 pub mod psci;
 pub mod s2mm;
 mod semihost;
+pub mod vgic;

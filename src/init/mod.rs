@@ -300,7 +300,8 @@ fn end_run() -> ! {
 fn wait(cpu: CpuId) {
     if gic::can_kick(cpu).is_ok() {
         cpu::wait_for_interrupt();
-        gic::handle_irq();
+        // A kick; nothing else is meant for a CPU without a running vCPU.
+        gic::handle_irqs(gic::deactivate);
     } else {
         cpu::wait_for_event();
     }

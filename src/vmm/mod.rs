@@ -7,7 +7,8 @@
 //! | `table` | VM ids, VMIDs, which CPU runs which vCPU, whether all VMs ended |
 //! | `run` | a vCPU's run loop: requests, enter, exit handler, `ExitAction` |
 //! | `exit` | an exit dispatched by class: `abort` (memory, devices, refusals), `hypercall` (SMCCC services → `psci`), `inject` |
-//! | `devices` | the emulated devices behind the bus |
+//! | `devices` | the emulated devices behind the bus: the GIC, the PL011 |
+//! | `irq` | the door devices, timers and SGIs raise interrupts through; list registers around entries and exits |
 //! | `running` | a running vCPU as the exit handlers see it; `ExitAction` |
 //! | `vm` | one VM: slots and memory map, stage 2, MMIO bus, devices, pause, end |
 //! | `vcpu` | one vCPU: power state, requests, counters, context |
@@ -15,6 +16,7 @@
 
 pub mod devices;
 pub mod exit;
+pub mod irq;
 pub mod run;
 pub mod running;
 pub mod stats;

@@ -11,12 +11,12 @@ use hvcore::request;
 use log::debug;
 
 use super::exit;
+use super::irq;
 use super::running::{ExitAction, Running};
 use super::vcpu::{req, Vcpu};
 use super::vm::Vm;
 use crate::arch::context::{self, Guest, VcpuContext};
-use crate::arch::cpu;
-use crate::arch::percpu;
+use crate::arch::{cpu, gic, percpu};
 
 /// How a vCPU's run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +34,12 @@ impl Guest for Running<'_> {
 
     fn exit(&mut self, index: u64) -> bool {
         self.vcpu.requests.exited();
-        match exit::handle(self, index) {
+        let action = if self.state.lrs_used == 0 {
+            exit::handle(self, index)
+        } else {
+            exit_in_flight(self, index)
+        };
+        match action {
             // Straight back in, unless a request holds it.
             ExitAction::Resume => self.vcpu.requests.try_enter(),
             action => {
@@ -45,6 +50,17 @@ impl Guest for Running<'_> {
     }
 }
 
+/// An exit while interrupts are in the list registers: they go back to the
+/// model first, so the handler (a `WFI`, a GIC register) sees their state,
+/// and the list registers are refilled after.
+#[inline(never)]
+fn exit_in_flight(run: &mut Running<'_>, index: u64) -> ExitAction {
+    irq::fold(run);
+    let action = exit::handle(run, index);
+    irq::flush(run);
+    action
+}
+
 /// Runs `vcpu` of `vm` on this CPU from reset at `start`, until it powers
 /// off or its VM ends.
 pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
@@ -53,6 +69,7 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
     state.ctx = VcpuContext::at_reset(start.entry, start.context);
     vm.controls.load(vcpu.mpidr());
     state.ctx.load();
+    irq::reset(&mut Running::new(vm, vcpu, &mut state));
     percpu::current().set_running(Some((vm.id, vcpu.id() as u16)));
     debug!(
         "vm{}/vcpu{}: entering the guest at {:#x} (x0 {:#x})",
@@ -72,12 +89,20 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
                     cpu::wait_for_event();
                 }
             }
+            if requests & req::IRQ != 0 {
+                let mut running = Running::new(vm, vcpu, &mut state);
+                if running.state.lrs_used != 0 {
+                    irq::fold(&mut running);
+                }
+                irq::flush(&mut running);
+            }
             continue;
         }
         let mut running = Running::new(vm, vcpu, &mut state);
         context::enter(&mut running);
         match running.action {
             ExitAction::Resume => {}
+            ExitAction::Block => block(&mut running),
             ExitAction::PowerOff => break RunEnd::PoweredOff,
             ExitAction::StopVm(end) => {
                 vm.stop(end);
@@ -85,6 +110,7 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
             }
         }
     };
+    irq::put(&mut Running::new(vm, vcpu, &mut state));
     state.ctx.save();
     percpu::current().set_running(None);
     if end == RunEnd::PoweredOff {
@@ -92,4 +118,19 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
         vcpu.power.off();
     }
     end
+}
+
+/// A `WFI` with nothing to take: the CPU waits (`wfi`) until the vCPU has
+/// an interrupt or a request, woken by a kick or by the vCPU's own timer
+/// (whose interrupt is forwarded to it here).
+fn block(run: &mut Running<'_>) {
+    let (vm, vcpu) = (run.vm, run.vcpu);
+    loop {
+        if !vcpu.requests.try_block(|| irq::has_pending(vm, vcpu)) {
+            return;
+        }
+        cpu::wait_for_interrupt();
+        gic::handle_irqs(|intid| irq::forward_hw(vm, vcpu, intid));
+        vcpu.requests.unblock();
+    }
 }

@@ -11,6 +11,8 @@ use super::vm::Vm;
 pub enum ExitAction {
     /// Run the guest again.
     Resume,
+    /// Wait until the vCPU has an interrupt to take (`WFI`).
+    Block,
     /// The vCPU powered itself off (`CPU_OFF`).
     PowerOff,
     /// The VM ends.

@@ -18,19 +18,25 @@ pub enum ExitReason {
     DataAbort,
     /// An instruction abort (stage-2 fault).
     InstructionAbort,
-    /// A physical interrupt (a kick from another CPU).
+    /// A physical interrupt (a kick, a timer, the maintenance interrupt).
     Irq,
+    /// `WFI` (or `WFE`).
+    Wfx,
+    /// A trapped system register (an SGI).
+    SysReg,
     /// Anything else (refused with an injected exception).
     Other,
 }
 
 impl ExitReason {
-    const ALL: [ExitReason; 6] = [
+    const ALL: [ExitReason; 8] = [
         ExitReason::Hvc,
         ExitReason::Smc,
         ExitReason::DataAbort,
         ExitReason::InstructionAbort,
         ExitReason::Irq,
+        ExitReason::Wfx,
+        ExitReason::SysReg,
         ExitReason::Other,
     ];
 
@@ -41,6 +47,8 @@ impl ExitReason {
             ExitReason::DataAbort => "data abort",
             ExitReason::InstructionAbort => "instruction abort",
             ExitReason::Irq => "irq",
+            ExitReason::Wfx => "wfi",
+            ExitReason::SysReg => "sysreg",
             ExitReason::Other => "other",
         }
     }
@@ -63,7 +71,7 @@ fn kind_index(kind: AbortKind) -> usize {
 /// sum over its vCPUs.
 #[derive(Debug, Default)]
 pub struct VcpuStats {
-    exits: [AtomicU64; 6],
+    exits: [AtomicU64; 8],
     /// Faults by kind, then by level (0-3; level-less faults count at 0).
     faults: [[AtomicU64; 4]; 4],
     /// Leaves installed by fault walks, by level.
@@ -134,7 +142,7 @@ impl VcpuStats {
 /// The sum of a VM's vCPU counters.
 #[derive(Debug, Default)]
 pub struct VmStats {
-    exits: [u64; 6],
+    exits: [u64; 8],
     faults: [[u64; 4]; 4],
     mapped: [u64; 4],
     refaults: u64,

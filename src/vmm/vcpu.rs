@@ -8,11 +8,15 @@ use spin::{Mutex, MutexGuard};
 use super::stats::VcpuStats;
 use crate::arch::context::VcpuContext;
 use crate::arch::percpu::CpuId;
+use crate::arch::vgic::VcpuIf;
 
-/// Requests another CPU can make of a vCPU ([`Requests`] bits).
+/// Requests another CPU can make of a vCPU ([`Requests`] bits; the pause
+/// is `hvcore::request::PAUSE`).
 pub mod req {
     /// Its VM is stopping: leave the run loop.
     pub const STOP: u32 = 1 << 0;
+    /// It may have an interrupt to take: refill its list registers.
+    pub const IRQ: u32 = 1 << 1;
 }
 
 /// Table pages the fault path may need for one mapping (one table per
@@ -38,6 +42,13 @@ pub struct Vcpu {
 pub struct VcpuState {
     /// Registers: general (saved on every exit), EL1 and FP/SIMD.
     pub ctx: VcpuContext,
+    /// Its virtual CPU interface's state (saved when it stops running).
+    pub vif: VcpuIf,
+    /// List registers holding an interrupt since the last flush (0: none
+    /// in flight, and an exit need not read them).
+    pub lrs_used: usize,
+    /// List registers with a value written (to clear at the next flush).
+    pub lrs_written: usize,
     /// Pre-allocated table pages for this vCPU's fault walks.
     pub cache: MemCache,
 }
@@ -53,6 +64,9 @@ impl Vcpu {
             stats: VcpuStats::default(),
             state: Mutex::new(VcpuState {
                 ctx: VcpuContext::default(),
+                vif: VcpuIf::default(),
+                lrs_used: 0,
+                lrs_written: 0,
                 cache: MemCache::new(),
             }),
         }

@@ -15,6 +15,7 @@ use hvcore::request::{Kick, PauseGate};
 use hvcore::slots::{MemSlot, SlotError, SlotMap};
 use hvcore::smccc::Workarounds;
 use hvcore::verdict::VmEnd;
+use hvcore::vgic::Vgic;
 use log::info;
 use pgtable::Stage2;
 use spin::{Mutex, Once, RwLock};
@@ -24,6 +25,7 @@ use crate::arch::context::VmControls;
 use crate::arch::guest_mem::{self, HostRange};
 use crate::arch::percpu::{self, CpuId};
 use crate::arch::s2mm::S2Mm;
+use crate::arch::vgic as arch_vgic;
 use crate::arch::{cpu, gic, mm};
 
 /// IPA bits of every VM's stage 2 (1 TiB: RAM, ROM and devices fit).
@@ -95,6 +97,10 @@ pub type VendorService = fn(vm: &Vm, vcpu: &Vcpu, args: &[u64; 4]) -> Option<i64
 /// An emulated device on a VM's MMIO bus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
+    /// The GIC distributor ([`Vm::vgic`]).
+    GicDist,
+    /// The GIC redistributors.
+    GicRedist,
     /// The PL011 UART ([`Vm::uart`]).
     Uart,
 }
@@ -119,6 +125,8 @@ pub struct Vm {
     pub vcpus: Vec<Vcpu>,
     /// Device windows.
     pub bus: Bus<Device>,
+    /// The virtual GIC (`vmm::irq` is its door and its hardware half).
+    pub vgic: Mutex<Vgic>,
     /// The emulated UART.
     pub uart: Mutex<Pl011Emu>,
     /// The largest block a stage-2 fault maps.
@@ -227,7 +235,14 @@ pub struct CpuKick<'a>(pub &'a Vm);
 
 impl Kick for CpuKick<'_> {
     fn kick(&self, vcpu: usize) {
-        if let Some(v) = self.0.vcpus.get(vcpu) {
+        // A CPU never kicks itself: it is in the hypervisor, and checks
+        // its requests before it enters or waits.
+        if let Some(v) = self
+            .0
+            .vcpus
+            .get(vcpu)
+            .filter(|v| v.cpu != percpu::current_id())
+        {
             let _ = gic::kick(v.cpu);
         }
     }
@@ -290,6 +305,8 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
     let mut bus = Bus::new();
     for window in map.devices() {
         let device = match window.kind {
+            DeviceKind::GicDist => Device::GicDist,
+            DeviceKind::GicRedist => Device::GicRedist,
             DeviceKind::Uart => Device::Uart,
         };
         bus.insert(window.base, window.size, device)
@@ -341,6 +358,7 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
         controls,
         vcpus,
         bus,
+        vgic: Mutex::new(Vgic::new(cfg.cpus.len(), arch_vgic::nr_lrs())),
         uart: Mutex::new(Pl011Emu::new()),
         max_block: cfg.max_block,
         logs,

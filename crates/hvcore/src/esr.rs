@@ -8,10 +8,14 @@ use core::fmt;
 /// Raw `ESR_ELx.EC` values of the classes a guest exit dispatches on (the
 /// exit path matches these directly: no decode on the hot path).
 pub mod ec {
+    /// `WFI` or `WFE` (trapped by `HCR_EL2.TWI`/`TWE`).
+    pub const WFX: u8 = 0x01;
     /// `HVC` from AArch64.
     pub const HVC64: u8 = 0x16;
     /// `SMC` from AArch64.
     pub const SMC64: u8 = 0x17;
+    /// A trapped `MSR`, `MRS` or system instruction (AArch64).
+    pub const SYS64: u8 = 0x18;
     /// Instruction abort from a lower exception level.
     pub const IABT_LOWER: u8 = 0x20;
     /// Data abort from a lower exception level.

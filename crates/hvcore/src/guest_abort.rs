@@ -9,7 +9,7 @@ use core::fmt;
 
 #[cfg(doc)]
 use crate::esr::Esr;
-use crate::esr::{ExceptionClass, FaultKind, FaultStatus};
+use crate::esr::{FaultKind, FaultStatus};
 
 /// What went wrong, from the DFSC/IFSC field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,9 +148,11 @@ impl GuestAbort {
     /// with [`Esr::decode`]; a property test checks the two agree.
     #[must_use]
     pub const fn decode(esr: u64, far: u64, hpfar: u64) -> Option<Self> {
-        let instruction = match ExceptionClass::from_bits(((esr >> 26) & 0x3f) as u8) {
-            ExceptionClass::DataAbortLower => false,
-            ExceptionClass::InstrAbortLower => true,
+        // The two classes by their raw values: no table lookup on every
+        // abort.
+        let instruction = match ((esr >> 26) & 0x3f) as u8 {
+            crate::esr::ec::DABT_LOWER => false,
+            crate::esr::ec::IABT_LOWER => true,
             _ => return None,
         };
         let iss = (esr & 0x1ff_ffff) as u32;
@@ -210,6 +212,7 @@ impl fmt::Display for GuestAbort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::esr::ExceptionClass;
     use proptest::prelude::*;
 
     const EC_IABT_LOWER: u64 = 0x20;

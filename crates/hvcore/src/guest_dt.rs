@@ -1,4 +1,4 @@
-//! The device tree handed to a guest: memory, vCPUs, PSCI, the PL011, the ROM slot and `/chosen`, per `docs/guest-abi.md`.
+//! The device tree handed to a guest: memory, vCPUs, PSCI, the GICv3 and the architected timer, the PL011 and its interrupt, the ROM slot and `/chosen`, per `docs/guest-abi.md`.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -13,6 +13,15 @@ use crate::pl011::Pl011Emu;
 
 /// The phandle of the PL011's fixed clock (`/apb-pclk`).
 const CLOCK_PHANDLE: u32 = 1;
+/// The phandle of the interrupt controller.
+const GIC_PHANDLE: u32 = 2;
+/// Interrupt specifier types (`interrupts` cell 0).
+const SPI: u32 = 0;
+const PPI: u32 = 1;
+/// Interrupt specifier flags: level-sensitive, active high (with the
+/// CPU-mask bits QEMU puts there, which a GICv3 ignores).
+const LEVEL_HIGH: u32 = 4;
+const PPI_LEVEL_HIGH: u32 = 0x104;
 /// Its frequency, as on QEMU's virt board (the emulated UART ignores it).
 const CLOCK_HZ: u32 = 24_000_000;
 
@@ -29,6 +38,9 @@ pub struct VmDesc<'a> {
     pub uart_base: u64,
     /// The read-only memory slot, `(base, size)`, if the VM has one.
     pub rom: Option<(u64, u64)>,
+    /// The GICv3: distributor `(base, size)` and redistributor region
+    /// `(base, size)`; with it, the timer node and the PL011's interrupt.
+    pub gic: Option<((u64, u64), (u64, u64))>,
     /// The guest's command line (`/chosen/bootargs`).
     pub bootargs: &'a str,
 }
@@ -44,6 +56,16 @@ impl<'a> VmDesc<'a> {
             cpus: map.vcpus,
             uart_base: map.device(DeviceKind::Uart).base,
             rom: Some(map.rom),
+            gic: Some((
+                (
+                    map.device(DeviceKind::GicDist).base,
+                    map.device(DeviceKind::GicDist).size,
+                ),
+                (
+                    map.device(DeviceKind::GicRedist).base,
+                    map.device(DeviceKind::GicRedist).size,
+                ),
+            )),
             bootargs,
         }
     }
@@ -97,6 +119,9 @@ pub fn build(desc: &VmDesc<'_>) -> Result<Vec<u8>, GuestDtError> {
     fdt.property_u32("#size-cells", 2)?;
     fdt.property_string("compatible", "linux,dummy-virt")?;
     fdt.property_string("model", "hyp guest")?;
+    if desc.gic.is_some() {
+        fdt.property_u32("interrupt-parent", GIC_PHANDLE)?;
+    }
 
     let chosen = fdt.begin_node("chosen")?;
     fdt.property_string("bootargs", desc.bootargs)?;
@@ -140,7 +165,39 @@ pub fn build(desc: &VmDesc<'_>) -> Result<Vec<u8>, GuestDtError> {
     fdt.property_array_u64("reg", &[desc.uart_base, Pl011Emu::SIZE])?;
     fdt.property_array_u32("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])?;
     fdt.property_string_list("clock-names", vec!["uartclk".into(), "apb_pclk".into()])?;
+    if desc.gic.is_some() {
+        let spi = crate::memmap::UART_INTID - crate::vgic::PRIVATE;
+        fdt.property_array_u32("interrupts", &[SPI, spi, LEVEL_HIGH])?;
+    }
     fdt.end_node(uart)?;
+
+    if let Some(((dist, dist_size), (redist, redist_size))) = desc.gic {
+        let gic = fdt.begin_node(&format!("intc@{dist:x}"))?;
+        fdt.property_string("compatible", "arm,gic-v3")?;
+        fdt.property_u32("#interrupt-cells", 3)?;
+        fdt.property_null("interrupt-controller")?;
+        fdt.property_u32("#address-cells", 2)?;
+        fdt.property_u32("#size-cells", 2)?;
+        fdt.property_u32("#redistributor-regions", 1)?;
+        fdt.property_array_u64("reg", &[dist, dist_size, redist, redist_size])?;
+        // The maintenance interrupt, PPI 9.
+        let maintenance = crate::vgic::MAINTENANCE_INTID - 16;
+        fdt.property_array_u32("interrupts", &[PPI, maintenance, LEVEL_HIGH])?;
+        fdt.property_phandle(GIC_PHANDLE)?;
+        fdt.end_node(gic)?;
+
+        // Secure physical, non-secure physical, virtual, hypervisor: PPIs
+        // 13, 14, 11, 10 (INTIDs 29, 30, 27, 26).
+        let timer = fdt.begin_node("timer")?;
+        fdt.property_string("compatible", "arm,armv8-timer")?;
+        let ppis: Vec<u32> = [13, 14, 11, 10]
+            .iter()
+            .flat_map(|&p| [PPI, p, PPI_LEVEL_HIGH])
+            .collect();
+        fdt.property_array_u32("interrupts", &ppis)?;
+        fdt.property_null("always-on")?;
+        fdt.end_node(timer)?;
+    }
 
     if let Some((base, size)) = desc.rom {
         let rom = fdt.begin_node(&format!("rom@{base:x}"))?;
@@ -166,6 +223,10 @@ mod tests {
             cpus,
             uart_base: 0x0900_0000,
             rom: Some((0x0400_0000, 2 << 20)),
+            gic: Some((
+                (0x0800_0000, 0x1_0000),
+                (0x080a_0000, cpus as u64 * 0x2_0000),
+            )),
             bootargs,
         }
     }
@@ -269,6 +330,38 @@ mod tests {
         assert_eq!(fdt.chosen().bootargs(), Some(d.bootargs));
         assert_eq!(str_list(&fdt, "/chosen", "stdout-path"), [uart.as_str()]);
         assert_eq!(fdt.chosen().stdout().map(|n| n.name), Some(&uart[1..]));
+
+        match d.gic {
+            Some(((dist, dsize), (redist, rsize))) => {
+                let node = format!("/intc@{dist:x}");
+                assert_eq!(str_list(&fdt, &node, "compatible"), ["arm,gic-v3"]);
+                assert_eq!(u64s(&fdt, &node, "reg"), [dist, dsize, redist, rsize]);
+                assert_eq!(u32s(&fdt, &node, "#interrupt-cells"), [3]);
+                assert_eq!(u32s(&fdt, &node, "#redistributor-regions"), [1]);
+                assert_eq!(u32s(&fdt, &node, "interrupts"), [1, 9, 4]);
+                assert!(fdt
+                    .find_node(&node)
+                    .unwrap()
+                    .property("interrupt-controller")
+                    .is_some());
+                let phandle = u32s(&fdt, &node, "phandle")[0];
+                assert_eq!(u32s(&fdt, "/", "interrupt-parent"), [phandle]);
+                assert_eq!(str_list(&fdt, "/timer", "compatible"), ["arm,armv8-timer"]);
+                assert_eq!(
+                    u32s(&fdt, "/timer", "interrupts"),
+                    [1, 13, 0x104, 1, 14, 0x104, 1, 11, 0x104, 1, 10, 0x104]
+                );
+                assert_eq!(
+                    u32s(&fdt, &uart, "interrupts"),
+                    [0, 1, 4],
+                    "SPI 1: INTID 33"
+                );
+            }
+            None => {
+                assert!(fdt.find_compatible(&["arm,gic-v3"]).is_none());
+                assert!(fdt.find_node("/timer").is_none());
+            }
+        }
     }
 
     #[test]
@@ -284,6 +377,8 @@ mod tests {
             "/psci",
             "/pl011@9000000",
             "/rom@4000000",
+            "/intc@8000000",
+            "/timer",
             "/chosen",
         ] {
             assert!(fdt.find_node(path).is_some(), "{path}");
@@ -295,6 +390,7 @@ mod tests {
     fn without_rom_and_with_empty_bootargs() {
         let d = VmDesc {
             rom: None,
+            gic: None,
             ..desc(1, "")
         };
         let blob = build(&d).unwrap();
@@ -337,6 +433,7 @@ mod tests {
             ram_g in 1u64..256,
             uart_page in 1u64..0x10_0000,
             rom in proptest::option::of((1u64..0x1000, 1u64..64)),
+            gic in proptest::option::of((1u64..0x1000, 1u64..0x1000)),
             bootargs in "[ -~]{0,200}",
         ) {
             let d = VmDesc {
@@ -345,6 +442,7 @@ mod tests {
                 cpus,
                 uart_base: uart_page << 12,
                 rom: rom.map(|(base, size)| (base << 21, size << 21)),
+                gic: gic.map(|(d, r)| ((d << 16, 0x1_0000), (r << 17, cpus as u64 * 0x2_0000))),
                 bootargs: &bootargs,
             };
             let blob = build(&d).unwrap();

@@ -33,7 +33,9 @@ pub mod request;
 pub mod s2fault;
 pub mod slots;
 pub mod smccc;
+pub mod sysreg;
 pub mod verdict;
+pub mod vgic;
 pub mod vmconfig;
 
 pub use addr::PhysAddr;

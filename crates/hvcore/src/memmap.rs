@@ -13,6 +13,13 @@ pub const ROM_SIZE: u64 = 0x20_0000;
 pub const UART_BASE: u64 = 0x0900_0000;
 /// Its window.
 pub const UART_SIZE: u64 = 0x1000;
+/// The PL011's interrupt: SPI 1.
+pub const UART_INTID: u32 = 33;
+/// The virtual GIC's distributor.
+pub const GICD_BASE: u64 = 0x0800_0000;
+/// The first redistributor; one [`crate::vgic::REDIST_STRIDE`] per vCPU
+/// follows (room for 123 before the UART).
+pub const GICR_BASE: u64 = 0x080a_0000;
 /// The device tree sits this far below the end of RAM (2 MiB aligned).
 pub const DTB_FROM_END: u64 = 0x20_0000;
 /// The ROM slot's contents: `"ROM\0"` in the top bytes, the offset below.
@@ -21,6 +28,10 @@ pub const ROM_MAGIC: u64 = 0x524f_4d00_0000_0000;
 /// An emulated device's kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DeviceKind {
+    /// The GIC distributor.
+    GicDist,
+    /// The GIC redistributors, one frame pair per vCPU.
+    GicRedist,
     /// The PL011 UART.
     Uart,
 }
@@ -73,14 +84,29 @@ impl MemoryMap {
         self.ram_size.saturating_sub(DTB_FROM_END)
     }
 
-    /// Every emulated device's window, in address order.
+    /// Every emulated device's window, the busiest first (the MMIO bus
+    /// scans them in this order): the console, then the GIC, whose
+    /// registers a guest programs at boot and seldom after (it takes and
+    /// ends interrupts through system registers).
     #[must_use]
-    pub fn devices(&self) -> [DeviceWindow; 1] {
-        [DeviceWindow {
-            kind: DeviceKind::Uart,
-            base: UART_BASE,
-            size: UART_SIZE,
-        }]
+    pub fn devices(&self) -> [DeviceWindow; 3] {
+        [
+            DeviceWindow {
+                kind: DeviceKind::Uart,
+                base: UART_BASE,
+                size: UART_SIZE,
+            },
+            DeviceWindow {
+                kind: DeviceKind::GicDist,
+                base: GICD_BASE,
+                size: crate::vgic::DIST_SIZE,
+            },
+            DeviceWindow {
+                kind: DeviceKind::GicRedist,
+                base: GICR_BASE,
+                size: crate::vgic::REDIST_STRIDE * self.vcpus.max(1) as u64,
+            },
+        ]
     }
 
     /// The window of device `kind`.
@@ -103,6 +129,10 @@ mod tests {
 
     #[test]
     fn map_is_consistent() {
+        // The largest VM: eight vCPUs' redistributors still end below the UART.
+        let big = MemoryMap::new(128 << 20, 8);
+        let r = big.device(DeviceKind::GicRedist);
+        assert!(r.base + r.size <= UART_BASE);
         let map = MemoryMap::new(128 << 20, 4);
         assert_eq!(map.dtb(), 0x4000_0000 + (126 << 20));
         assert_eq!(map.image_room(), 126 << 20);
@@ -144,5 +174,13 @@ mod tests {
         assert_eq!(addr_of("`rom`"), map.rom.0);
         assert_eq!(addr_of("PL011"), map.device(DeviceKind::Uart).base);
         assert_eq!(addr_of("guest RAM"), map.ram_base);
+        assert_eq!(
+            addr_of("GIC distributor"),
+            map.device(DeviceKind::GicDist).base
+        );
+        assert_eq!(
+            addr_of("GIC redistributors"),
+            map.device(DeviceKind::GicRedist).base
+        );
     }
 }

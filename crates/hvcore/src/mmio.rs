@@ -52,7 +52,8 @@ impl fmt::Display for BusError {
     }
 }
 
-/// Device windows, sorted by address and disjoint.
+/// Device windows, disjoint, in the order they were inserted: a lookup
+/// scans them in that order, so the busiest device goes first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Bus<D> {
     regions: Vec<Region<D>>,
@@ -78,16 +79,14 @@ impl<D> Bus<D> {
             .checked_add(size)
             .filter(|_| size > 0)
             .ok_or(BusError::Empty { base })?;
-        let at = self.regions.partition_point(|r| r.base < base);
-        let clash = [at.checked_sub(1), Some(at)]
-            .into_iter()
-            .flatten()
-            .filter_map(|i| self.regions.get(i))
+        let clash = self
+            .regions
+            .iter()
             .find(|r| r.base < end && base < r.base + r.size);
         if let Some(r) = clash {
             return Err(BusError::Overlap { base, with: r.base });
         }
-        self.regions.insert(at, Region { base, size, device });
+        self.regions.push(Region { base, size, device });
         Ok(())
     }
 
@@ -103,7 +102,7 @@ impl<D> Bus<D> {
         })
     }
 
-    /// Every window, in address order.
+    /// Every window, in the order inserted.
     pub fn regions(&self) -> impl Iterator<Item = &Region<D>> {
         self.regions.iter()
     }
@@ -259,7 +258,11 @@ mod tests {
         assert_eq!(bus.find(0), None);
         assert_eq!(bus.find(u64::MAX), None);
         let bases: Vec<u64> = bus.regions().map(|r| r.base).collect();
-        assert_eq!(bases, [0x0800_0000, 0x080a_0000, 0x0900_0000], "sorted");
+        assert_eq!(
+            bases,
+            [0x0900_0000, 0x0800_0000, 0x080a_0000],
+            "in insertion order"
+        );
     }
 
     #[test]

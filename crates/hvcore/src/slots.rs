@@ -27,7 +27,9 @@ impl MemSlot {
     /// Whether `ipa` is inside the slot.
     #[must_use]
     pub const fn contains(&self, ipa: u64) -> bool {
-        ipa >= self.ipa && ipa - self.ipa < self.size
+        // One comparison: below the slot, the difference wraps to a huge
+        // value.
+        ipa.wrapping_sub(self.ipa) < self.size
     }
 
     /// The host physical address backing `ipa`, if it is inside the slot.
@@ -217,13 +219,12 @@ impl SlotMap {
 
     /// The slot containing `ipa` and its index in [`SlotMap::iter`]
     /// order (stable while no slot is inserted), for per-slot state kept
-    /// beside the map.
+    /// beside the map. A linear scan: a VM has a few slots, and every
+    /// guest abort asks (a binary search costs more instructions until
+    /// there are dozens).
     #[must_use]
     pub fn find_indexed(&self, ipa: u64) -> Option<(usize, &MemSlot)> {
-        let at = self.slots.partition_point(|s| s.ipa <= ipa);
-        at.checked_sub(1)
-            .map(|i| (i, &self.slots[i]))
-            .filter(|(_, s)| s.contains(ipa))
+        self.slots.iter().enumerate().find(|(_, s)| s.contains(ipa))
     }
 
     /// The slots, by increasing IPA.

@@ -43,6 +43,7 @@ fn standard(run: &mut Running<'_>, service: Service, fid: u32) -> ExitAction {
 }
 
 /// The vendor service's answer, `NOT_SUPPORTED` without one.
+#[inline(always)]
 fn vendor(run: &mut Running<'_>) -> i64 {
     let (vm, vcpu) = (run.vm, run.vcpu);
     let args = run

@@ -2,7 +2,8 @@
 //!
 //! Handlers by exception class, as Linux KVM's `arm_exit_handlers`: `HVC`
 //! → `hypercall`, `SMC` → refused, data and instruction aborts → `abort`,
-//! anything else → an undefined instruction (`inject`). A physical
+//! `WFI`/`WFE` → `wfx`, trapped system registers → `sysreg` (its trap
+//! table), anything else → an undefined instruction (`inject`). A physical
 //! interrupt is a kick from another CPU (see `hvcore::request`):
 //! acknowledged here; whatever was asked is served before the next entry.
 
@@ -15,7 +16,10 @@ mod abort;
 mod hypercall;
 mod inject;
 mod psci;
+mod sysreg;
+mod wfx;
 
+use super::irq;
 use super::running::{ExitAction, Running};
 use super::stats::ExitReason;
 use crate::arch::exception::{self, Kind, Vector};
@@ -54,14 +58,8 @@ fn asynchronous(run: &mut Running<'_>, vector: Vector) -> ExitAction {
     match vector.kind {
         Kind::Irq => {
             stats.exit(ExitReason::Irq);
-            let (_kicks, others) = gic::handle_irq();
-            if others > 0 {
-                warn!(
-                    "vm{}/vcpu{}: {others} unexpected interrupt(s) ended",
-                    run.vm.id,
-                    run.vcpu.id()
-                );
-            }
+            let (vm, vcpu) = (run.vm, run.vcpu);
+            gic::handle_irqs(|intid| irq::forward_hw(vm, vcpu, intid));
             ExitAction::Resume
         }
         _ => {
@@ -85,6 +83,14 @@ fn synchronous(run: &mut Running<'_>, esr: u64) -> ExitAction {
             regs.x[0] = ret::NOT_SUPPORTED as u64;
             regs.skip_instruction(true);
             ExitAction::Resume
+        }
+        ec::WFX => {
+            stats.exit(ExitReason::Wfx);
+            wfx::wfx(run, esr)
+        }
+        ec::SYS64 => {
+            stats.exit(ExitReason::SysReg);
+            sysreg::access(run, esr)
         }
         ec::IABT_LOWER => {
             stats.exit(ExitReason::InstructionAbort);
