@@ -48,7 +48,8 @@ if [[ "$guest" != none ]]; then
 fi
 
 console_log="$root/target/debug-console.log"
-append=(-append "log=info")
+token="$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+append=(-append "log=info verdict.token=$token")
 for arg in "$@"; do
     [[ "$arg" == -append ]] && append=()
 done
@@ -105,7 +106,9 @@ if [[ "$guest" != none ]]; then
     grep -q "^#[0-9].*vmm::exit::handle" "$gdb_log" || { echo "debug.sh: no backtrace through the exit path"; ok=0; }
     grep -q "^guest abort: EL = 2," "$gdb_log" || { echo "debug.sh: guest-abort handler not at EL2"; ok=0; }
 fi
-[[ $qemu_status == 0 ]] || { echo "debug.sh: hypervisor exited with status $qemu_status"; ok=0; }
+verdict="$(tr -d '\r' <"$console_log" | sed -n "s/^run: verdict $token: exit status //p" | tail -n 1)"
+[[ $qemu_status == 0 && "$verdict" == 0 ]] ||
+    { echo "debug.sh: QEMU exited with status $qemu_status, verdict ${verdict:-none}"; ok=0; }
 if [[ $ok == 1 ]]; then
     echo "debug.sh: breakpoints hit at EL2 (Rust entry${initrd:+, guest-abort handler}), run exited 0"
     exit 0

@@ -26,10 +26,12 @@
 # guest.* arguments above are added to it either way (before any ` -- `, the
 # start of the guest's part).
 #
-# The exit status is the run's verdict: 0 success, 1 boot error (or a guest's
-# failed check), 2 panic, 3 unexpected exception (in the hypervisor or a
-# guest), 124 timeout; a guest's SYSTEM_OFF status otherwise. 2 also for a
-# bad option here.
+# The exit status is the run's verdict (docs/guest-abi.md has the table): 0
+# success; 1-63 a guest's SYSTEM_OFF status; 64 a bad option here; 65 a VM
+# the hypervisor stopped; 66 SYSTEM_RESET under reset=exit; 67 no vCPU left;
+# 68 a failed job; 69 ended from the console; 70 the hypervisor failed; 71 no
+# verdict; 124 time-out. The hypervisor prints it as its last line, with a
+# token made here and passed as verdict.token= (no guest can read it).
 #
 # Environment:
 #   RUN_TIMEOUT=SECONDS   kill QEMU after this long (default: no timeout)
@@ -46,7 +48,7 @@ source "$root/scripts/image.sh"
 usage_error() {
     echo "run.sh: $*" >&2
     echo "run.sh: see scripts/run.sh --help" >&2
-    exit 2
+    exit 64
 }
 
 # Whether NAME is a test guest's.
@@ -145,7 +147,9 @@ if [[ $no_guest == 0 && $user_initrd == 0 ]]; then
 fi
 
 # Hypervisor arguments for the guest (host_extra), and the guest's own.
-host_extra=()
+# A fresh token for the verdict line, so that no guest output can pass for it.
+token="$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+host_extra=("verdict.token=$token")
 if [[ -n "$smp" ]]; then host_extra+=("guest.smp=$smp"); fi
 if [[ -n "$mem" ]]; then host_extra+=("guest.mem=$mem"); fi
 if [[ $no_guest == 1 ]]; then host_extra+=("guest=none"); fi
@@ -156,10 +160,6 @@ read -r -a guest_words <<<"$guest_args" || true
 # a lone `--`) and guest_words to the guest's (after it).
 with_guest_args() {
     local word seen=0 words=() host=() guest=()
-    if [[ ${#host_extra[@]} == 0 && ${#guest_words[@]} == 0 ]]; then
-        echo "$1"
-        return
-    fi
     read -r -a words <<<"$1" || true
     for word in "${words[@]}"; do
         if [[ $seen == 0 && "$word" == -- ]]; then
@@ -223,12 +223,28 @@ if [[ "${RUN_DRY:-0}" == 1 ]]; then
     echo "$line"
     exit 0
 fi
+# QEMU's output goes to the terminal and to a log, where the verdict line
+# is looked up once QEMU has ended.
+log="$(mktemp "${TMPDIR:-/tmp}/hyp-run.XXXXXX")"
+trap 'rm -f "$log"' EXIT
+timeout=()
 if [[ -n "${RUN_TIMEOUT:-}" ]]; then
-    status=0
-    timeout --kill-after=5 "$RUN_TIMEOUT" "${cmd[@]}" || status=$?
-    if [[ $status == 124 ]]; then
-        echo "run.sh: timed out after ${RUN_TIMEOUT}s" >&2
-    fi
-    exit "$status"
+    # --foreground when typing into the guest: QEMU must own the terminal.
+    fg=()
+    if [[ -t 0 ]]; then fg=(--foreground); fi
+    timeout=(timeout "${fg[@]}" --kill-after=5 "$RUN_TIMEOUT")
 fi
-exec "${cmd[@]}"
+set +e
+"${timeout[@]}" "${cmd[@]}" | tee "$log"
+codes=("${PIPESTATUS[@]}")
+set -e
+if [[ -n "${RUN_TIMEOUT:-}" && ${codes[0]} == 124 ]]; then
+    echo "run.sh: timed out after ${RUN_TIMEOUT}s" >&2
+    exit 124
+fi
+status="$(tr -d '\r' <"$log" | sed -n "s/^run: verdict $token: exit status \([0-9]\{1,3\}\)\$/\1/p" | tail -n 1)"
+if [[ -z "$status" ]]; then
+    echo "run.sh: QEMU ended (status ${codes[0]}) with no verdict line from the hypervisor" >&2
+    exit 71
+fi
+exit "$status"

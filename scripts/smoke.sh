@@ -148,19 +148,19 @@ guest_tests() {
 
     # hello powers off at once, before the migration (which waits for
     # every vCPU to be on) could even start.
-    boot_test "a guest that powers off before its migration finished fails the run" 1 \
+    boot_test "a guest that powers off before its migration finished fails the run" 68 \
         "vm0/vcpu0: SYSTEM_OFF, status 0" \
         "migrate: FAIL: vm0 powered off before its migration finished" \
         -- --guest hello -append "log=info migrate=8"
 
-    boot_test "migrate= with no CPU to spare is a clear error" 1 \
+    boot_test "migrate= with no CPU to spare is a clear error" 70 \
         "error: migrate= needs a CPU that runs no vCPU, but 4 vCPUs take all 4 CPUs online" \
         -- --guest hello -append "log=info guest.smp=4 migrate=2"
 
-    boot_test "guest.smp above the CPUs online is a clear error" 1 \
+    boot_test "guest.smp above the CPUs online is a clear error" 70 \
         "error: guest.smp=6, but only 4 CPUs are online" -- --guest hello -append "log=info guest.smp=6"
 
-    boot_test "guest image larger than guest RAM is a clear error" 1 \
+    boot_test "guest image larger than guest RAM is a clear error" 70 \
         "vm: guest image of" "does not fit in the" -- --guest "$TEST_LOG_DIR/big.img" --mem 4M
 }
 
@@ -189,7 +189,7 @@ smoke_tests() {
         "cpu 2 online at EL2 (mpidr 0x2)" "cpu 3 online at EL2 (mpidr 0x3)" \
         "all 4 CPUs online" "gic: v3, distributor" "psci: method smc" \
         "pmu: PMUv3 (PMUVer 1), 6 event counters: counter 5 reserved for EL2 (MDCR_EL2.HPMN 5)" \
-        "uart: pl011 at 0x9000000" "no guest to run" "done: exiting with status 0" "NOT:DEBUG" \
+        "uart: pl011 at 0x9000000" "no guest to run" "done: no guest ran" "run: verdict " "NOT:DEBUG" \
         -- --no-guest -smp 4
 
     boot_test "EL2 MMU on through walker-built tables, every CPU" 0 \
@@ -198,7 +198,7 @@ smoke_tests() {
         "DEBUG cpu0: mmu: text" "r-x: 0 x 1G, 0 x 2M" "DEBUG cpu0: mmu: uart" "rw- dev" \
         "x 2M" "cpu 3 online at EL2" "all 4 CPUs online" -- -append "log=debug"
 
-    boot_test "a write to hypervisor text is a permission fault (MMU enforces RX)" 3 \
+    boot_test "a write to hypervisor text is a permission fault (MMU enforces RX)" 70 \
         "EC:     Data Abort from the current EL (0x25)" \
         "ISS:    permission fault, level 3 (0x0f), write" -- -append "fault=write-text"
 
@@ -218,7 +218,7 @@ smoke_tests() {
     boot_test "log=warn hides info lines" 0 \
         "NOT:INFO" "NOT:cpu 0 online" -- -append "log=warn"
 
-    boot_test "bad log= value is a clear error" 1 \
+    boot_test "bad log= value is a clear error" 70 \
         "error: bad boot argument \`log=loud\`: expected log=off|error|warn|info|debug|trace" \
         "NOT:online" -- -append "log=loud"
 
@@ -228,25 +228,29 @@ smoke_tests() {
         "initrd: [0x" "(3145728 bytes)" "mm: excluding initrd [0x" "all 4 CPUs online" \
         -- --no-guest -initrd "$initrd" -append "log=debug"
 
-    boot_test "ELF without a device tree fails clearly" 1 \
-        "error: no device tree: x0 was 0 at entry" -- -kernel "$HYP_ELF"
+    # No device tree, no command line, no token: the verdict cannot count.
+    boot_test "ELF without a device tree fails clearly" 71 \
+        "error: no device tree: x0 was 0 at entry" "run: verdict -: exit status 70" \
+        "run.sh: QEMU ended (status 0) with no verdict line" -- -kernel "$HYP_ELF"
 
-    boot_test "entered at EL1 (virtualization=off) fails clearly" 1 \
-        "error: entered at EL1, but the hypervisor must run at EL2" \
+    boot_test "entered at EL1 (virtualization=off) fails clearly" 71 \
+        "error: entered at EL1, but the hypervisor must run at EL2" "run: verdict -: exit status 70" \
         -- -machine virt,virtualization=off
 
-    boot_test "data abort at EL2: decoded dump, exit 3" 3 \
+    boot_test "data abort at EL2: decoded dump, exit 70" 70 \
         "!!! FATAL on cpu 0: unexpected exception at EL2" \
         "vector: synchronous from current EL with SP_EL2" \
         "EC:     Data Abort from the current EL (0x25)" \
         "ISS:    translation fault, level 0 (0x04), read" \
-        "FAR_EL2 0xfffffffffffffff0" "x0  0x" "x30 0x" -- -append "fault=abort"
+        "FAR_EL2 0xfffffffffffffff0" "x0  0x" "x30 0x" "run: the hypervisor failed (exception at EL2)" \
+        -- -append "fault=abort"
 
-    boot_test "brk at EL2: decoded dump, exit 3" 3 \
+    boot_test "brk at EL2: decoded dump, exit 70" 70 \
         "EC:     BRK (AArch64) (0x3c)" "ISS:    brk #0x1" -- -append "fault=brk"
 
-    boot_test "panic: message and location, exit 2" 2 \
+    boot_test "panic: message and location, exit 70" 70 \
         "!!! PANIC on cpu 0 at src/arch/exception.rs:" "deliberate panic (fault=panic)" \
+        "run: the hypervisor failed (panic)" \
         -- -append "fault=panic"
 
     head -c 4194304 /dev/urandom >"$TEST_LOG_DIR/big.img"

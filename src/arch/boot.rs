@@ -3,10 +3,8 @@
 use aarch64_cpu::registers::{ReadWriteable, SCTLR_EL2};
 use hvcore::PhysAddr;
 
-use super::exit::ExitStatus;
 use super::percpu::{self, CpuId};
 use super::psci::{self, PsciError};
-use super::semihost;
 
 /// Wires `entry.S` to the boot layer: `$boot(dtb)` runs on the boot CPU,
 /// `$secondary(cpu)` on every other, each after [`early_cpu_setup`].
@@ -86,13 +84,19 @@ pub fn start_secondary(id: CpuId, mpidr: u64) -> Result<(), PsciError> {
 
 /// Called by `entry.S` instead of the Rust entry when the CPU was not
 /// entered at EL2. Nothing EL2-specific may run here (no EL2 registers, so
-/// not even the per-CPU id): print through the early console
-/// (semihosting) and end the run.
+/// not even the per-CPU id): print through the early console, with the
+/// verdict line (no token: the command line is unread) and power off.
 pub extern "C" fn wrong_el(el: u64) -> ! {
     super::console::println!(
         "error: entered at EL{el}, but the hypervisor must run at EL2 \
          (QEMU: -machine virt,virtualization=on)"
     );
-    semihost::exit(ExitStatus::Failure as u32);
-    super::exit::park()
+    super::console::println!(
+        "{}",
+        hvcore::verdict::Verdict {
+            token: None,
+            status: hvcore::verdict::HYP_FAILURE
+        }
+    );
+    psci::system_off_from_el1()
 }

@@ -1,6 +1,7 @@
 //! The console: a PL011 UART driven through typed MMIO registers, found
-//! from the device tree. Before it is known (or if the device tree has
-//! none), output goes to the semihosting debug console instead.
+//! from the device tree. Before it is known (a device tree that cannot be
+//! read, or a CPU entered at the wrong exception level), output goes to
+//! [`EARLY_UART`], where QEMU `virt` has its first PL011, with the MMU off.
 
 use core::fmt::{self, Write};
 
@@ -10,7 +11,6 @@ use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 use tock_registers::{register_bitfields, register_structs};
 
 use super::machine::Machine;
-use super::semihost;
 
 register_bitfields! {u32,
     /// Data register.
@@ -121,21 +121,33 @@ impl Pl011 {
     }
 }
 
-/// Writes a string to the UART or, before it exists, to semihosting.
+/// The UART used before the device tree names one: QEMU `virt`'s first
+/// PL011 (the board this hypervisor boots on). Only ever used with the MMU
+/// off, before [`init`].
+pub const EARLY_UART: usize = 0x0900_0000;
+
+/// Writes a string to the UART or, before it is known, to [`EARLY_UART`].
 struct Sink;
 
 impl Write for Sink {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        match UART.get() {
-            Some(uart) => {
-                for byte in s.bytes() {
-                    if byte == b'\n' {
-                        uart.put_byte(b'\r');
-                    }
-                    uart.put_byte(byte);
-                }
+        let early;
+        let uart = match UART.get() {
+            Some(uart) => uart,
+            None => {
+                // SAFETY: before `init` the MMU is still off (it is turned
+                // on after the console starts), so the physical address is
+                // usable as is; QEMU virt has its PL011 there, and no other
+                // driver owns it yet. Writes only transmit bytes.
+                early = unsafe { Pl011::new(EARLY_UART) };
+                &early
             }
-            None => s.bytes().for_each(semihost::write_byte),
+        };
+        for byte in s.bytes() {
+            if byte == b'\n' {
+                uart.put_byte(b'\r');
+            }
+            uart.put_byte(byte);
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! EL2 exception handling: the vector table (`vectors.S`), and what an exception taken from EL2 itself gets: a decoded register dump, then the run ends with [`ExitStatus::Exception`].
+//! EL2 exception handling: the vector table (`vectors.S`), and what an exception taken from EL2 itself gets: a decoded register dump, then the run ends with [`HypFailure::Exception`].
 //!
 //! Exceptions from a guest (exits) take the other half of the table,
 //! which saves into the running vCPU's context and calls its exit handler
@@ -25,7 +25,7 @@ use hvcore::esr::Esr;
 
 use super::console::fatal_println;
 use super::context::{CTX_GUEST, CTX_HOST, CTX_HOST_SP, CTX_PC};
-use super::exit::{exit, ExitStatus};
+use super::exit::{fail, HypFailure};
 use super::percpu;
 
 /// General registers and return state saved on an exception taken at EL2.
@@ -189,7 +189,7 @@ fn fatal(frame: &TrapFrame, vector: Vector, why: &str) -> ! {
         }
         fatal_println!("    {}", RegRow(&line[..n]));
     }
-    exit(ExitStatus::Exception)
+    fail(HypFailure::Exception)
 }
 
 /// One row of the register dump.

@@ -13,7 +13,7 @@
 //! | `mm` | heap, frames, memory layout, the EL2 MMU on walker-built tables, cache maintenance |
 //! | `s2mm` | stage-2 memory operations for the walker: TLB maintenance by VMID |
 //! | `guest_mem` | host memory carved for guests: loading, filling, copying, comparing |
-//! | `console`, `panic`, `exit`, `semihost`, `psci` | the UART, the panic handler, ending the run, firmware calls |
+//! | `console`, `panic`, `exit`, `psci` | the UART, the panic handler, ending the run, firmware calls |
 //! | `pmu` | the EL2 instruction counter |
 
 pub mod boot;
@@ -31,5 +31,4 @@ pub mod percpu;
 pub mod pmu;
 pub mod psci;
 pub mod s2mm;
-mod semihost;
 pub mod vgic;

@@ -1,10 +1,10 @@
 //! The panic handler: report message and location, end the run with
-//! [`ExitStatus::Panic`].
+//! [`HypFailure::Panic`].
 
 use core::panic::PanicInfo;
 
 use super::console::fatal_println;
-use super::exit::{exit, ExitStatus};
+use super::exit::{fail, HypFailure};
 use super::percpu;
 
 #[panic_handler]
@@ -21,5 +21,5 @@ fn panic(info: &PanicInfo<'_>) -> ! {
         ),
         None => fatal_println!("!!! PANIC on cpu {cpu}: {}", info.message()),
     }
-    exit(ExitStatus::Panic)
+    fail(HypFailure::Panic)
 }

@@ -127,11 +127,30 @@ pub unsafe fn cpu_on(mpidr: u64, entry: PhysAddr, context: u64) -> Result<(), Ps
     PsciError::check(ret).map(|_| ())
 }
 
-/// Powers the system off. Under QEMU this ends the emulation with status 0,
-/// whatever the hypervisor's verdict: only a fallback.
+/// Powers the system off. Under QEMU this ends the emulation with status 0;
+/// the run's status travels on the console (`arch::exit`).
 pub fn system_off() -> ! {
     // SAFETY: SYSTEM_OFF takes no arguments and does not return on success.
     unsafe { smc(SYSTEM_OFF, 0, 0, 0) };
+    loop {
+        aarch64_cpu::asm::wfe();
+    }
+}
+
+/// Powers the system off from EL1, where a machine with no EL2 or EL3
+/// takes PSCI calls through `hvc` (QEMU `virt` without
+/// `virtualization=on`): only for a hypervisor entered at the wrong level.
+pub fn system_off_from_el1() -> ! {
+    // SAFETY: SYSTEM_OFF takes no arguments and does not return on
+    // success; it touches no memory of ours. Where no firmware answers
+    // `hvc` the CPU takes an exception and never returns either.
+    unsafe {
+        asm!(
+            "hvc #0",
+            in("x0") u64::from(SYSTEM_OFF),
+            options(nostack),
+        );
+    }
     loop {
         aarch64_cpu::asm::wfe();
     }

@@ -1,7 +1,7 @@
 //! The boot layer: the boot CPU's sequence (device tree, console, logging, memory, other CPUs, the VM and its jobs), what every CPU then does, and the end of the run. The only layer that sees all others.
 //!
 //! Any boot error ends the run with a clear message and
-//! [`ExitStatus::Failure`]. Once VMs run, each CPU serves its vCPU (or
+//! [`HypFailure::Boot`]. Once VMs run, each CPU serves its vCPU (or
 //! runs its job, or waits); the run ends when every VM has ended, with a
 //! status from how each ended and whether every job succeeded
 //! (`hvcore::verdict`).
@@ -22,7 +22,7 @@ use log::{debug, info, warn};
 use spin::Once;
 
 use crate::arch::console::{self, println};
-use crate::arch::exit::{exit, exit_code, ExitStatus};
+use crate::arch::exit::{self, exit_code, fail, HypFailure};
 use crate::arch::machine;
 use crate::arch::mm::{self, Carve, MmError};
 use crate::arch::percpu::CpuId;
@@ -90,14 +90,14 @@ pub fn boot_cpu_main(dtb: usize) -> ! {
     match boot(dtb) {
         Ok(true) => cpu_loop(CpuId::BOOT),
         Ok(false) => {
-            info!("done: exiting with status 0");
-            exit(ExitStatus::Success)
+            info!("done: no guest ran");
+            exit_code(0)
         }
         Err(e) => {
             // Printed directly, not logged: the logger may not be up yet,
             // and the level may be `off`.
             println!("error: {e}");
-            exit(ExitStatus::Failure)
+            fail(HypFailure::Boot)
         }
     }
 }
@@ -115,6 +115,9 @@ fn boot(dtb: usize) -> Result<bool, BootError> {
     console::init(&machine);
     let platform = machine.platform();
     let (host_args, guest_args) = bootargs::split_guest(platform.bootargs);
+    if let Some(token) = bootargs::verdict_token(host_args) {
+        exit::set_token(token);
+    }
     let args = BootArgs::parse(host_args).map_err(BootError::BootArgs)?;
     logger::init(args.log_level.unwrap_or(LogLevel::Info));
 
@@ -246,7 +249,7 @@ fn run_job(job: Job) {
         Job::Migrate(m) => {
             if !m.run() {
                 m.verdict();
-                exit(ExitStatus::Failure);
+                exit_code(verdict::JOB_FAILED);
             }
         }
         Job::Age(m) => m.age(),
@@ -291,7 +294,7 @@ fn end_run() -> ! {
     let ends: Vec<VmEnd> = table::vms().filter_map(|vm| vm.end()).collect();
     let jobs_ok = MIGRATION.get().is_none_or(|m| m.verdict());
     let status = verdict::run_status(ends, jobs_ok);
-    info!("run: every VM ended: exiting with status {status}");
+    info!("run: every VM ended");
     exit_code(status)
 }
 

@@ -12,6 +12,12 @@
 //! - `guest.block=4K|2M|1G`: the largest block a stage-2 fault maps (default 1G);
 //! - `bench=on|off`: answer the guest's benchmark hypercalls (`docs/guest-abi.md`;
 //!   default off, when they are `NOT_SUPPORTED` like any unknown function).
+//! - `verdict.token=TOKEN`: the token the run's verdict line carries (1 to 32 letters and
+//!   digits; `hvcore::verdict`);
+//! - `reset=reboot|exit`: what a guest's `SYSTEM_RESET` does: reboot its VM (default), or
+//!   end it with its own exit status (for tests);
+//! - `guest.console=log|raw`: guest output as tagged, escaped whole lines (default), or byte by
+//!   byte as the guest wrote it, untagged (an interactive session's terminal).
 //!
 //! Unknown keys are not errors (a later guest kernel command line may share
 //! the string); the caller can list them with [`BootArgs::unknown`].
@@ -88,7 +94,7 @@ pub const MAX_GUEST_SMP: usize = 8;
 
 /// The keys this parser knows; everything else is listed by
 /// [`BootArgs::unknown`].
-const KNOWN_KEYS: [&str; 10] = [
+const KNOWN_KEYS: [&str; 13] = [
     "log",
     "fault",
     "guest",
@@ -99,6 +105,9 @@ const KNOWN_KEYS: [&str; 10] = [
     "migrate.window",
     "migrate.converge",
     "bench",
+    "verdict.token",
+    "reset",
+    "guest.console",
 ];
 
 /// Most pre-copy rounds `migrate=` accepts.
@@ -140,6 +149,14 @@ pub struct BootArgs<'a> {
     pub migrate_converge: Option<u32>,
     /// `bench=on`: the benchmark hypercalls are answered (default off).
     pub bench: bool,
+    /// `verdict.token=`: the verdict line's token.
+    pub verdict_token: Option<&'a str>,
+    /// `reset=exit`: a guest's `SYSTEM_RESET` ends its VM (default: it
+    /// reboots it).
+    pub reset_exits: bool,
+    /// `guest.console=raw`: guest output byte by byte, untagged (default: tagged
+    /// lines).
+    pub console_raw: bool,
     source: &'a str,
 }
 
@@ -222,6 +239,9 @@ impl<'a> BootArgs<'a> {
             migrate_window: None,
             migrate_converge: None,
             bench: false,
+            verdict_token: None,
+            reset_exits: false,
+            console_raw: false,
             source,
         };
         for (key, value) in params(source) {
@@ -244,6 +264,27 @@ impl<'a> BootArgs<'a> {
                     Some("off") => args.bench = false,
                     _ => return Err(bad(&["on", "off"])),
                 },
+                "reset" => match value {
+                    Some("reboot") => args.reset_exits = false,
+                    Some("exit") => args.reset_exits = true,
+                    _ => return Err(bad(&["reboot", "exit"])),
+                },
+                "guest.console" => match value {
+                    Some("log") => args.console_raw = false,
+                    Some("raw") => args.console_raw = true,
+                    _ => return Err(bad(&["log", "raw"])),
+                },
+                "verdict.token" => {
+                    let value = value.unwrap_or("");
+                    if !crate::verdict::valid_token(value) {
+                        return Err(BootArgError::Invalid {
+                            key,
+                            value,
+                            reason: "expected 1 to 32 letters and digits",
+                        });
+                    }
+                    args.verdict_token = Some(value);
+                }
                 "guest" => match value {
                     Some("none") => args.guest_none = true,
                     _ => return Err(bad(&["none"])),
@@ -382,6 +423,17 @@ fn parse_count(value: &str, max: u32) -> Option<u32> {
     }
     let n: u32 = value.parse().ok()?;
     (1..=max).contains(&n).then_some(n)
+}
+
+/// The verdict token of a command line (the last valid `verdict.token=`),
+/// found even when the rest of the line does not parse: a boot error's
+/// verdict must still carry it.
+#[must_use]
+pub fn verdict_token(line: &str) -> Option<&str> {
+    params(line)
+        .filter(|(key, _)| *key == "verdict.token")
+        .filter_map(|(_, value)| value.filter(|v| crate::verdict::valid_token(v)))
+        .last()
 }
 
 /// Splits a command line at a lone `--`: what comes before is the
@@ -693,6 +745,52 @@ mod tests {
                 format!("bad boot argument `bench={value}`: expected bench=on|off")
             );
         }
+    }
+
+    #[test]
+    fn run_switches() {
+        let a = BootArgs::parse("verdict.token=ab12 reset=exit guest.console=raw").unwrap();
+        assert_eq!(a.verdict_token, Some("ab12"));
+        assert!(a.reset_exits && a.console_raw);
+        assert_eq!(a.unknown().count(), 0);
+        let d = BootArgs::parse("").unwrap();
+        assert_eq!(d.verdict_token, None);
+        assert!(!d.reset_exits && !d.console_raw);
+        let back =
+            BootArgs::parse("reset=exit reset=reboot guest.console=raw guest.console=log").unwrap();
+        assert!(!back.reset_exits && !back.console_raw);
+        for (line, err) in [
+            (
+                "reset=halt",
+                "bad boot argument `reset=halt`: expected reset=reboot|exit",
+            ),
+            (
+                "guest.console",
+                "bad boot argument `guest.console=`: expected guest.console=log|raw",
+            ),
+            (
+                "verdict.token=a-b",
+                "bad boot argument `verdict.token=a-b`: expected 1 to 32 letters and digits",
+            ),
+            (
+                "verdict.token=",
+                "bad boot argument `verdict.token=`: expected 1 to 32 letters and digits",
+            ),
+        ] {
+            assert_eq!(BootArgs::parse(line).unwrap_err().to_string(), err);
+        }
+    }
+
+    #[test]
+    fn the_token_even_from_a_bad_line() {
+        assert_eq!(verdict_token("log=bad verdict.token=x1 -- y"), Some("x1"));
+        assert_eq!(verdict_token("verdict.token=a verdict.token=b"), Some("b"));
+        assert_eq!(
+            verdict_token("verdict.token=a verdict.token=b-c"),
+            Some("a")
+        );
+        assert_eq!(verdict_token("verdict.token"), None);
+        assert_eq!(verdict_token("xverdict.token=a"), None);
     }
 
     #[test]
