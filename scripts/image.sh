@@ -13,12 +13,18 @@ HYP_IMG="$HYP_ELF.img"
 # (host files, host commands) before the hypervisor could refuse them.
 # No NIC: the hypervisor drives none, and QEMU's default one needs a boot ROM
 # (efi-virtio.rom) that minimal installs lack (Debian ships it in ipxe-qemu).
+# The console is QEMU's standard input and output with no escape of QEMU's
+# own (not -nographic's mon:stdio, whose Ctrl-A would never reach the
+# hypervisor) and Ctrl-C passed on: the hypervisor has the escape keys.
 QEMU_BASE_ARGS=(
     -machine virt,virtualization=on,gic-version=3
     -cpu cortex-a72
     -smp 4
     -m 1G
-    -nographic
+    -display none
+    -monitor none
+    -chardev stdio,id=console,signal=off
+    -serial chardev:console
     -nic none
 )
 

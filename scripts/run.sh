@@ -10,6 +10,18 @@
 #                       aarch64 image, e.g. an arm64 Linux Image (a path; a
 #                       file named like a test guest needs a ./). Default: smp.
 #                       It goes to QEMU as -initrd.
+#   --initrd FILE       an initramfs for the --guest kernel: the two go to QEMU
+#                       as one guest bundle (cargo xtask bundle; docs/guest-abi.md).
+#   --linux             Debian's arm64 kernel with a busybox initramfs
+#                       (scripts/linux.sh fetches and caches them under
+#                       target/linux/), an interactive shell on the console.
+#                       Defaults: --smp 2 --mem 512M, guest command line
+#                       "console=ttyAMA0 panic=-1 hyp.init=shell" (--guest-args
+#                       are added after it), --console raw on a terminal.
+#   --console log|raw   the guest's output as tagged, escaped lines (log, the
+#                       default) or byte for byte (raw: a terminal session).
+#                       Typing goes to the guest either way; Ctrl-A x ends the
+#                       run, Ctrl-A h lists the keys.
 #   --no-guest          no guest: boot the hypervisor only (guest=none).
 #   --smp N             N vCPUs (guest.smp=N) on N physical CPUs (QEMU -smp N).
 #   --mem SIZE          guest RAM, e.g. 128M, 1G: bytes with an optional K/M/G
@@ -72,12 +84,15 @@ size_mib() {
 }
 
 guest="" guest_given=0 no_guest=0 smp="" mem="" guest_args="" qemu_args=()
+initrd_file="" linux=0 console_mode=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --guest | --smp | --mem | --guest-args)
+        --guest | --smp | --mem | --guest-args | --initrd | --console)
             [[ $# -ge 2 ]] || usage_error "$1 needs a value"
             case "$1" in
                 --guest) guest="$2" guest_given=1 ;;
+                --initrd) initrd_file="$2" ;;
+                --console) console_mode="$2" ;;
                 --smp) smp="$2" ;;
                 --mem) mem="$2" ;;
                 --guest-args) guest_args="$2" ;;
@@ -88,6 +103,9 @@ while [[ $# -gt 0 ]]; do
         --smp=*) smp="${1#*=}" && shift ;;
         --mem=*) mem="${1#*=}" && shift ;;
         --guest-args=*) guest_args="${1#*=}" && shift ;;
+        --initrd=*) initrd_file="${1#*=}" && shift ;;
+        --console=*) console_mode="${1#*=}" && shift ;;
+        --linux) linux=1 && shift ;;
         --no-guest) no_guest=1 && shift ;;
         --help)
             sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
@@ -109,6 +127,21 @@ done
 mem="${mem^^}"
 [[ $guest_given == 0 || -n "$guest" ]] || usage_error "--guest needs a file or a test guest name"
 [[ $no_guest == 0 || -z "$guest" ]] || usage_error "--guest and --no-guest together"
+[[ -z "$console_mode" || "$console_mode" == log || "$console_mode" == raw ]] ||
+    usage_error "--console $console_mode: expected log or raw"
+if [[ $linux == 1 ]]; then
+    [[ -z "$guest" && -z "$initrd_file" && $no_guest == 0 ]] ||
+        usage_error "--linux gives the guest: no --guest, --initrd or --no-guest with it"
+    "$root/scripts/setup.sh" run
+    mapfile -t linux_files < <("$root/scripts/linux.sh")
+    [[ ${#linux_files[@]} == 2 ]] || usage_error "scripts/linux.sh failed"
+    guest="${linux_files[0]}" guest_given=1 initrd_file="${linux_files[1]}"
+    smp="${smp:-2}" mem="${mem:-512M}"
+    guest_args="console=ttyAMA0 panic=-1 hyp.init=shell${guest_args:+ $guest_args}"
+    if [[ -z "$console_mode" && -t 0 ]]; then console_mode=raw; fi
+fi
+[[ -z "$initrd_file" || -f "$initrd_file" ]] || usage_error "--initrd $initrd_file: no such file"
+[[ -z "$initrd_file" || -n "$guest" ]] || usage_error "--initrd needs --guest KERNEL"
 
 user_initrd=0
 for arg in "${qemu_args[@]}"; do
@@ -151,6 +184,7 @@ fi
 token="$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 host_extra=("verdict.token=$token")
 if [[ -n "$smp" ]]; then host_extra+=("guest.smp=$smp"); fi
+if [[ -n "$console_mode" ]]; then host_extra+=("guest.console=$console_mode"); fi
 if [[ -n "$mem" ]]; then host_extra+=("guest.mem=$mem"); fi
 if [[ $no_guest == 1 ]]; then host_extra+=("guest=none"); fi
 guest_words=()
@@ -206,6 +240,14 @@ for ((i = 0; i < ${#QEMU_BASE_ARGS[@]}; i++)); do
         -m) [[ -z "$qemu_mem" ]] || { machine+=("$qemu_mem") && i=$((i + 1)); } ;;
     esac
 done
+# A kernel with an initramfs: one bundle (hvcore::bundle) for QEMU's -initrd.
+if [[ -n "$initrd_file" && -n "$guest_file" && "${RUN_DRY:-0}" != 1 ]]; then
+    mkdir -p "$root/target/bundles"
+    bundle="$(mktemp "$root/target/bundles/bundle.XXXXXX")"
+    (cd "$root" && cargo xtask bundle -o "$bundle" --kernel "$guest_file" --initrd "$initrd_file") ||
+        usage_error "could not bundle $guest_file with $initrd_file"
+    guest_file="$bundle"
+fi
 initrd=()
 if [[ -n "$guest_file" ]]; then initrd=(-initrd "$guest_file"); fi
 
@@ -226,7 +268,7 @@ fi
 # QEMU's output goes to the terminal and to a log, where the verdict line
 # is looked up once QEMU has ended.
 log="$(mktemp "${TMPDIR:-/tmp}/hyp-run.XXXXXX")"
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "${bundle:-}"' EXIT
 timeout=()
 if [[ -n "${RUN_TIMEOUT:-}" ]]; then
     # --foreground when typing into the guest: QEMU must own the terminal.

@@ -51,7 +51,7 @@ boot_test() {
 # PSCI SYSTEM_OFF; a failed check prints "guest: FAIL" and exits 1.
 guest_tests() {
     boot_test "guest hello: console, PSCI version, device tree" 0 \
-        "[vm0/vcpu0] guest: hello from vcpu0 at EL1" "[vm0/vcpu0] guest: hello: psci version 1.0" \
+        "[vm0/vcpu0] guest: hello from vcpu0 at EL1" "[vm0/vcpu0] guest: hello: psci version 1.1" \
         "guest: hello: 4 vCPUs, 128 MiB RAM at 0x40000000, uart 0x9000000" \
         "vm0/vcpu0: SYSTEM_OFF, status 0" "stats: exits: hvc 2," "NOT:guest: FAIL" -- --guest hello
 
@@ -97,7 +97,8 @@ guest_tests() {
         "guest: psci: CPU_ON(self) = ALREADY_ON ok" "guest: psci: CPU_ON(entry 0x1000) = INVALID_ADDRESS ok" \
         "guest: psci: AFFINITY_INFO(0xff) = INVALID_PARAMETERS ok" \
         "guest: psci: SMC PSCI_VERSION = NOT_SUPPORTED ok" "guest: psci: all checks passed" \
-        "stats: exits: hvc 11, smc 1," "NOT:guest: FAIL" -- --guest psci
+        "guest: psci: MIGRATE_INFO_TYPE = 2 (no Trusted OS) ok" "guest: psci: SMCCC_VERSION = 1.1 ok" \
+        "stats: exits: hvc 16, smc 1," "NOT:guest: FAIL" -- --guest psci
 
     # The benchmark guest, as scripts/bench.sh runs it: every bracket printed
     # with one exit per operation (no numbers checked: these are benchmarks).

@@ -4,9 +4,10 @@
 //! [`EARLY_UART`], where QEMU `virt` has its first PL011, with the MMU off.
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::{Mutex, Once};
-use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 use tock_registers::{register_bitfields, register_structs};
 
@@ -22,6 +23,8 @@ register_bitfields! {u32,
     FR [
         /// Transmit FIFO full.
         TXFF OFFSET(5) NUMBITS(1) [],
+        /// Receive FIFO empty.
+        RXFE OFFSET(4) NUMBITS(1) [],
         /// UART busy transmitting.
         BUSY OFFSET(3) NUMBITS(1) []
     ],
@@ -45,6 +48,10 @@ register_bitfields! {u32,
     ],
     /// Interrupt mask / clear: one bit per source (11 sources).
     INT [
+        /// Receive time-out.
+        RT OFFSET(6) NUMBITS(1) [],
+        /// Receive.
+        RX OFFSET(4) NUMBITS(1) [],
         /// All interrupt sources.
         ALL OFFSET(0) NUMBITS(11) []
     ]
@@ -119,6 +126,13 @@ impl Pl011 {
             core::hint::spin_loop();
         }
     }
+
+    fn get_byte(&self) -> Option<u8> {
+        if self.regs.fr.is_set(FR::RXFE) {
+            return None;
+        }
+        Some(self.regs.dr.read(DR::DATA) as u8)
+    }
 }
 
 /// The UART used before the device tree names one: QEMU `virt`'s first
@@ -143,6 +157,11 @@ impl Write for Sink {
                 &early
             }
         };
+        if OPEN_LINE.swap(false, Ordering::Relaxed) {
+            // A guest's raw output left a line open: this starts a new one.
+            uart.put_byte(b'\r');
+            uart.put_byte(b'\n');
+        }
         for byte in s.bytes() {
             if byte == b'\n' {
                 uart.put_byte(b'\r');
@@ -152,6 +171,10 @@ impl Write for Sink {
         Ok(())
     }
 }
+
+/// Whether raw guest output ([`write_raw`]) left the cursor in the middle
+/// of a line.
+static OPEN_LINE: AtomicBool = AtomicBool::new(false);
 
 static UART: Once<Pl011> = Once::new();
 
@@ -188,6 +211,49 @@ pub fn print_fatal(args: fmt::Arguments<'_>) {
     let _line = (0..FATAL_LOCK_TRIES).find_map(|_| LINE_LOCK.try_lock());
     let _ = Sink.write_fmt(args);
     flush();
+}
+
+/// Writes a guest's bytes as they are (`guest.console=raw`: an
+/// interactive session, where the guest's terminal control must work); a
+/// hypervisor line printed after them starts on a line of its own.
+pub fn write_raw(bytes: &[u8]) {
+    let Some(uart) = UART.get() else {
+        return;
+    };
+    let Some(&last) = bytes.last() else {
+        return;
+    };
+    let _line = LINE_LOCK.lock();
+    for &b in bytes {
+        uart.put_byte(b);
+    }
+    OPEN_LINE.store(last != b'\n', Ordering::Relaxed);
+}
+
+/// Turns on the UART's receive interrupts (the console's input).
+pub fn enable_input() {
+    if let Some(uart) = UART.get() {
+        uart.regs.imsc.modify(INT::RX::SET + INT::RT::SET);
+    }
+}
+
+/// Reads the bytes the UART has received into `buf` (as many as fit);
+/// returns how many. Reading empties its FIFO, which lowers its interrupt.
+pub fn read_input(buf: &mut [u8]) -> usize {
+    let Some(uart) = UART.get() else {
+        return 0;
+    };
+    let mut n = 0;
+    while n < buf.len() {
+        match uart.get_byte() {
+            Some(b) => {
+                buf[n] = b;
+                n += 1;
+            }
+            None => break,
+        }
+    }
+    n
 }
 
 /// Waits until the UART has sent everything (before the run ends).

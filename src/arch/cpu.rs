@@ -45,3 +45,50 @@ pub fn uptime() -> (u64, u64) {
     let (ticks, freq) = (counter(), counter_hz());
     (ticks / freq, (ticks % freq) * 1_000_000 / freq)
 }
+
+/// A random number from the CPU's `RNDR` (FEAT_RNG), if it has one and it
+/// delivered (`None` also when the hardware reports a failure).
+pub fn random() -> Option<u64> {
+    use aarch64_cpu::registers::ID_AA64ISAR0_EL1;
+    if ID_AA64ISAR0_EL1.get() >> 60 == 0 {
+        return None;
+    }
+    let (value, failed): (u64, u64);
+    // SAFETY: `RNDR` (s3_3_c2_c4_0) exists (ID_AA64ISAR0_EL1.RNDR, checked
+    // above); reading it only returns a number and sets NZCV.
+    unsafe {
+        core::arch::asm!(
+            "mrs {v}, s3_3_c2_c4_0",
+            "cset {f}, eq",
+            v = out(reg) value,
+            f = out(reg) failed,
+            options(nomem, nostack)
+        );
+    }
+    (failed == 0).then_some(value)
+}
+
+/// The ID register fields that decide the guests' Spectre workarounds
+/// (`hvcore::smccc::CpuFacts`): `ID_AA64PFR0_EL1.CSV2`, whether
+/// `ID_AA64PFR1_EL1.SSBS` and `ID_AA64MMFR1_EL1.ECBHB` are present.
+pub fn spectre_facts() -> (u8, bool, bool) {
+    let (pfr0, pfr1, mmfr1): (u64, u64, u64);
+    // SAFETY: reading ID registers has no effect (they exist on every
+    // ARMv8.0 CPU; unallocated fields read 0).
+    unsafe {
+        core::arch::asm!(
+            "mrs {a}, s3_0_c0_c4_0",
+            "mrs {b}, s3_0_c0_c4_1",
+            "mrs {c}, s3_0_c0_c7_1",
+            a = out(reg) pfr0,
+            b = out(reg) pfr1,
+            c = out(reg) mmfr1,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    (
+        ((pfr0 >> 56) & 0xf) as u8,
+        (pfr1 >> 4) & 0xf != 0,
+        (mmfr1 >> 60) & 0xf != 0,
+    )
+}

@@ -108,10 +108,18 @@ register_bitfields! {u64,
 }
 
 register_structs! {
-    /// The part of the distributor the hypervisor uses.
+    /// The part of the distributor the hypervisor uses: control, and the
+    /// SPI registers of the one SPI it takes (the console's).
     GicdRegisters {
         (0x0000 => ctlr: ReadWrite<u32, GICD_CTLR::Register>),
-        (0x0004 => @END),
+        (0x0004 => _reserved0),
+        (0x0080 => igroupr: [ReadWrite<u32>; 32]),
+        (0x0100 => isenabler: [ReadWrite<u32>; 32]),
+        (0x0180 => _reserved1),
+        (0x0400 => ipriorityr: [ReadWrite<u8>; 1020]),
+        (0x07fc => _reserved2),
+        (0x6100 => irouter: [ReadWrite<u64>; 988]),
+        (0x7fe0 => @END),
     }
 }
 
@@ -241,6 +249,31 @@ pub fn init(machine: &Machine) {
     if !wait(|| !gicd.ctlr.is_set(GICD_CTLR::RWP)) {
         warn!("gic: distributor write still pending");
     }
+}
+
+/// Routes SPI `intid` to this CPU, in group 1, and enables it: the
+/// console's receive interrupt. Call on the CPU that is to take it, after
+/// [`init`]. Returns false (and does nothing) without a GICv3 or for an
+/// INTID that is not an SPI.
+pub fn enable_spi(intid: u32) -> bool {
+    let Some(Some(gic)) = GIC.get() else {
+        return false;
+    };
+    if !(32..SPECIAL_INTID).contains(&intid) {
+        return false;
+    }
+    let gicd = gicd(gic);
+    let (word, bit) = ((intid / 32) as usize, 1u32 << (intid % 32));
+    let mpidr = percpu::current_mpidr();
+    // IROUTER: Aff3 at bits 32-39, Aff2.Aff1.Aff0 below; routing mode 0.
+    gicd.irouter[intid as usize - 32].set((mpidr & 0xff_0000_0000) | (mpidr & 0xff_ffff));
+    gicd.ipriorityr[intid as usize].set(0x80);
+    gicd.igroupr[word].set(gicd.igroupr[word].get() | bit);
+    gicd.isenabler[word].set(bit);
+    if !wait(|| !gicd.ctlr.is_set(GICD_CTLR::RWP)) {
+        warn!("gic: distributor write still pending");
+    }
+    true
 }
 
 /// The affinity value `GICR_TYPER` reports for an MPIDR.

@@ -75,6 +75,16 @@ pub fn load(dest: HostRange, bytes: &[u8]) -> bool {
     true
 }
 
+/// Zeroes `dest` and cleans it to the point of coherency (a rebooting
+/// guest finds its RAM as at power-on). Call while no vCPU runs on it.
+pub fn zero(dest: HostRange) {
+    // SAFETY: `dest` is host memory carved for a guest (HostRange),
+    // identity-mapped writable at EL2; no Rust reference covers it, and no
+    // vCPU runs on it (the caller's guarantee).
+    unsafe { core::ptr::write_bytes(dest.start as *mut u8, 0, dest.size as usize) };
+    mm::dcache_clean_inval_poc(dest.start, dest.size);
+}
+
 /// Fills `dest` with 64-bit words, the one at byte offset `o` being
 /// `f(o)`, and cleans it to the point of coherency.
 pub fn fill_words(dest: HostRange, f: impl Fn(u64) -> u64) {

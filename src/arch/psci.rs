@@ -155,3 +155,43 @@ pub fn system_off_from_el1() -> ! {
         aarch64_cpu::asm::wfe();
     }
 }
+
+/// `PSCI_FEATURES`.
+const PSCI_FEATURES: u32 = 0x8400_000a;
+/// `SMCCC_VERSION`.
+const SMCCC_VERSION: u32 = 0x8000_0000;
+/// `SMCCC_ARCH_FEATURES`.
+const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
+/// `SMCCC_ARCH_WORKAROUND_1` to `_3`.
+const WORKAROUNDS: [u32; 3] = [0x8000_8000, 0x8000_7fff, 0x8000_3fff];
+
+/// What the firmware answers to `SMCCC_ARCH_FEATURES` for each
+/// `ARCH_WORKAROUND_n`; `NOT_SUPPORTED` (-1) for all when it has no SMCCC
+/// 1.1. Asked only once `PSCI_FEATURES(SMCCC_VERSION)` says the call
+/// exists: on a machine without EL3 firmware (QEMU's own PSCI), an SMC
+/// outside PSCI's range is an undefined instruction.
+pub fn firmware_workarounds() -> [i64; 3] {
+    const NONE: [i64; 3] = [-1; 3];
+    // SAFETY: PSCI_FEATURES only answers a question.
+    if unsafe { smc(PSCI_FEATURES, u64::from(SMCCC_VERSION), 0, 0) } as i64 != 0 {
+        return NONE;
+    }
+    // SAFETY: SMCCC_VERSION exists (PSCI_FEATURES said so) and only
+    // answers.
+    let version = unsafe { smc(SMCCC_VERSION, 0, 0, 0) } as i64;
+    if version < 0x1_0001 {
+        return NONE;
+    }
+    // SAFETY: SMCCC 1.1 has SMCCC_ARCH_FEATURES, which only answers.
+    WORKAROUNDS.map(|fid| unsafe { smc(SMCCC_ARCH_FEATURES, u64::from(fid), 0, 0) } as i64)
+}
+
+/// Calls the firmware's `ARCH_WORKAROUND_n` (`n` 1 to 3) for a guest
+/// whose call it was offered for (the firmware said it has it).
+pub fn workaround(n: u8) {
+    if let Some(&fid) = WORKAROUNDS.get(usize::from(n).wrapping_sub(1)) {
+        // SAFETY: the workaround calls change only microarchitectural
+        // state (predictors, store bypass) and return.
+        unsafe { smc(fid, 1, 0, 0) };
+    }
+}

@@ -14,28 +14,33 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use hvcore::bootargs::{self, BootArgError, BootArgs, LogLevel};
+use hvcore::bundle::{Bundle, BundleError, Kind};
+use hvcore::entropy::Entropy;
 use hvcore::platform::{DtbError, Gic, Platform, PsciConduit, MAX_CPUS};
-use hvcore::verdict::{self, VmEnd};
+use hvcore::smccc::{CpuFacts, Workarounds};
+use hvcore::verdict::{self, Failure, VmEnd};
 use hvcore::vmconfig::{self, PlanError};
 use hvcore::PhysAddr;
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use spin::Once;
 
-use crate::arch::console::{self, println};
+use crate::arch::console::{self as hyp_console, println};
 use crate::arch::exit::{self, exit_code, fail, HypFailure};
 use crate::arch::machine;
 use crate::arch::mm::{self, Carve, MmError};
 use crate::arch::percpu::CpuId;
+use crate::arch::psci as arch_psci;
 use crate::arch::{cpu, exception, gic, guest_mem, pmu};
 use crate::jobs::bench;
 use crate::jobs::migrate::{Migration, MigrationConfig, DEFAULT_CONVERGE_PAGES};
 use crate::logger;
+use crate::vmm::console;
 use crate::vmm::run::{self, RunEnd};
 use crate::vmm::stats::VmStats;
 use crate::vmm::table;
 use crate::vmm::vcpu::Vcpu;
 use crate::vmm::vm::VendorService;
-use crate::vmm::vm::{Vm, VmConfig, VmError};
+use crate::vmm::vm::{self, Vm, VmConfig, VmError};
 use smp::SmpError;
 
 /// Why boot stopped.
@@ -48,6 +53,8 @@ enum BootError {
     Smp(SmpError),
     Plan(PlanError),
     Vm(VmError),
+    Bundle(BundleError),
+    NoKernel,
     FrameSelfTest,
 }
 
@@ -61,6 +68,8 @@ impl fmt::Display for BootError {
             Self::Smp(e) => write!(f, "{e}"),
             Self::Plan(e) => write!(f, "{e}"),
             Self::Vm(e) => write!(f, "{e}"),
+            Self::Bundle(e) => write!(f, "{e}"),
+            Self::NoKernel => f.write_str("guest bundle: no kernel for VM 0"),
             Self::FrameSelfTest => f.write_str("frame allocator self-test failed"),
         }
     }
@@ -112,7 +121,7 @@ pub fn secondary_main(cpu: CpuId) -> ! {
 /// Boots: returns whether a guest runs (and this CPU should serve it).
 fn boot(dtb: usize) -> Result<bool, BootError> {
     let machine = machine::read_machine(dtb).map_err(BootError::Dtb)?;
-    console::init(&machine);
+    hyp_console::init(&machine);
     let platform = machine.platform();
     let (host_args, guest_args) = bootargs::split_guest(platform.bootargs);
     if let Some(token) = bootargs::verdict_token(host_args) {
@@ -135,6 +144,16 @@ fn boot(dtb: usize) -> Result<bool, BootError> {
     }
 
     let image = guest_mem::boot_image(&machine).filter(|_| !args.guest_none);
+    // A bundle (kernel and initramfs) or one raw image, read before any
+    // memory is carved for it.
+    let guest = match image {
+        Some(blob) => {
+            let bundle = Bundle::parse(blob).map_err(BootError::Bundle)?;
+            let kernel = bundle.part(0, Kind::Kernel).ok_or(BootError::NoKernel)?;
+            Some((kernel, bundle.part(0, Kind::Initrd)))
+        }
+        None => None,
+    };
     let guest_mem = args.guest_mem.unwrap_or(DEFAULT_GUEST_MEM);
     let migrate = args.migrate.filter(|_| image.is_some());
     // No heap yet: the carves are a fixed array, of which the first `n`.
@@ -180,7 +199,7 @@ fn boot(dtb: usize) -> Result<bool, BootError> {
         exception::inject(fault);
     }
     summary(online);
-    let Some(image) = image else {
+    let Some((kernel, initrd)) = guest else {
         info!("no guest to run (pass one with -initrd; guest=none skips it)");
         return Ok(false);
     };
@@ -188,11 +207,16 @@ fn boot(dtb: usize) -> Result<bool, BootError> {
         vmconfig::plan(online, args.guest_smp, migrate.is_some()).map_err(BootError::Plan)?;
     let cpus: Vec<CpuId> = (0..plan.vcpus).map(CpuId::new).collect();
     let vm = table::create(&VmConfig {
-        image,
+        kernel,
+        initrd,
         ram: carved[0],
         rom: carved[1],
         cpus: &cpus,
         bootargs: guest_args,
+        entropy: entropy(platform),
+        reset_limit: args.reset_limit,
+        workarounds: workarounds(),
+        console_raw: args.console_raw,
         max_block: args.guest_block.unwrap_or(1 << 30),
         vendor: args.bench.then_some(bench::service as VendorService),
     })
@@ -214,6 +238,12 @@ fn boot(dtb: usize) -> Result<bool, BootError> {
         }
     }
     table::publish(vm);
+    match platform.uart_intid {
+        Some(intid) if console::start_input(intid) => {
+            debug!("console: input on (interrupt {intid} to cpu 0)");
+        }
+        _ => info!("console: no input (the UART has no interrupt the GIC can route)"),
+    }
     BOOTED.store(true, Ordering::Release);
     Ok(true)
 }
@@ -264,8 +294,16 @@ fn serve(cpu: CpuId, vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
             finish(cpu, vm);
         }
         if let Some(start) = vcpu.power.take_start() {
-            if run::run(vm, vcpu, start) == RunEnd::VmEnded {
-                finish(cpu, vm);
+            match run::run(vm, vcpu, start) {
+                RunEnd::VmEnded => finish(cpu, vm),
+                RunEnd::Reset => {
+                    console::flush(vm);
+                    if let Err(e) = vm::reboot(vm) {
+                        error!("vm{}: reboot failed: {e}", vm.id);
+                        vm.stop(VmEnd::Failed(Failure::Reboot));
+                    }
+                }
+                RunEnd::PoweredOff => {}
             }
             continue;
         }
@@ -279,6 +317,7 @@ fn finish(cpu: CpuId, vm: &'static Vm) -> ! {
     if vm.leave() {
         let stats = VmStats::sum(vm.vcpus.iter().map(|v| &v.stats));
         stats.log(&vm.stage2.read().stats(), vm.pause.kicks());
+        console::flush(vm);
         if let Some(end) = vm.end() {
             info!("vm{}: {end}", vm.id);
         }
@@ -303,8 +342,12 @@ fn end_run() -> ! {
 fn wait(cpu: CpuId) {
     if gic::can_kick(cpu).is_ok() {
         cpu::wait_for_interrupt();
-        // A kick; nothing else is meant for a CPU without a running vCPU.
-        gic::handle_irqs(gic::deactivate);
+        // A kick, or the console's input (the boot CPU takes it).
+        gic::handle_irqs(|intid| {
+            if !console::host_irq(intid) {
+                gic::deactivate(intid);
+            }
+        });
     } else {
         cpu::wait_for_event();
     }
@@ -316,6 +359,43 @@ fn idle(cpu: CpuId) -> ! {
     loop {
         wait(cpu);
     }
+}
+
+/// What the guests are told of the Spectre workarounds, from this CPU's ID
+/// registers and the firmware's answers.
+fn workarounds() -> Workarounds {
+    let (csv2, ssbs, ecbhb) = cpu::spectre_facts();
+    let facts = CpuFacts {
+        csv2,
+        ssbs,
+        ecbhb,
+        firmware: arch_psci::firmware_workarounds(),
+    };
+    let w = Workarounds::decide(&facts);
+    info!(
+        "smccc: guests' ARCH_WORKAROUND_1..3 features {:?} (CSV2 {csv2}, SSBS {ssbs}, ECBHB {ecbhb}, firmware {:?})",
+        w.0, facts.firmware
+    );
+    w
+}
+
+/// The source of every guest's seeds: the CPU's `RNDR` where it has one,
+/// the seeds the firmware put in the device tree, and the counter.
+fn entropy(platform: &Platform<'_>) -> Entropy {
+    let mut rndr = [0u8; 32];
+    let mut has_rndr = false;
+    for chunk in rndr.chunks_mut(8) {
+        if let Some(r) = cpu::random() {
+            chunk.copy_from_slice(&r.to_le_bytes());
+            has_rndr = true;
+        }
+    }
+    let kaslr = platform.kaslr_seed.unwrap_or(0).to_le_bytes();
+    let now = cpu::counter().to_le_bytes();
+    if !has_rndr && platform.rng_seed.is_empty() {
+        warn!("entropy: no RNDR and no rng-seed in the device tree: guest seeds come from the counter alone");
+    }
+    Entropy::gather([&rndr[..], platform.rng_seed, &kaslr[..], &now[..]])
 }
 
 /// Allocates and frees a few frames, checking the counts follow.

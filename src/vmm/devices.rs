@@ -1,11 +1,12 @@
-//! The emulated devices on a VM's MMIO bus, and how an access reaches one: the GIC's distributor and redistributors (`hvcore::vgic`), and the PL011, whose completed lines go to the console tagged with the VM and vCPU.
+//! The emulated devices on a VM's MMIO bus, and how an access reaches one: the GIC's distributor and redistributors (`hvcore::vgic`), and the PL011 (`hvcore::pl011`), whose bytes go to the console (`console`) and whose interrupt goes through the door (`irq`).
 
 use hvcore::mmio::MmioOp;
 
-use super::irq;
+use hvcore::memmap::UART_INTID;
+
 use super::running::Running;
 use super::vm::Device;
-use crate::arch::console::println;
+use super::{console, irq};
 
 /// Serves `op` at `offset` in `device`'s window for the running vCPU;
 /// returns the value a read gets (ignored for a write).
@@ -31,12 +32,24 @@ pub fn access(run: &Running<'_>, device: Device, offset: u64, op: MmioOp) -> u64
         },
         Device::Uart => match op {
             MmioOp::Write { value, .. } => {
-                if let Some(line) = run.vm.uart.lock().write(offset, value) {
-                    println!("[vm{}/vcpu{}] {line}", run.vm.id, run.vcpu.id());
+                let effect = vm.uart.lock().write(offset, value);
+                if let Some(byte) = effect.tx {
+                    console::output(vm, run.vcpu, byte);
+                }
+                if let Some(level) = effect.line {
+                    irq::set_line(vm, UART_INTID, level);
                 }
                 0
             }
-            MmioOp::Read { .. } => run.vm.uart.lock().read(offset),
+            MmioOp::Read { .. } => {
+                let (value, line) = vm.uart.lock().read(offset);
+                if let Some(level) = line {
+                    irq::set_line(vm, UART_INTID, level);
+                }
+                // Room in the FIFO for what was typed meanwhile.
+                console::deliver(vm);
+                value
+            }
         },
     }
 }

@@ -45,6 +45,13 @@ pub fn apply(vm: &Vm, effects: Effects) {
     }
 }
 
+/// An emulated device of `vm` drives interrupt `intid`'s line to `level`
+/// (an SPI: whichever vCPU it is routed to is asked to look).
+pub fn set_line(vm: &Vm, intid: u32, level: bool) {
+    let effects = vm.vgic.lock().set_line(0, intid, level);
+    apply(vm, effects);
+}
+
 /// `vcpu` wrote `value` to an SGI generation register.
 pub fn send_sgi(vm: &Vm, vcpu: usize, value: u64, group1: bool) {
     let effects = vm.vgic.lock().send_sgi(vcpu, value, group1);

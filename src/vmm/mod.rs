@@ -8,12 +8,14 @@
 //! | `run` | a vCPU's run loop: requests, enter, exit handler, `ExitAction` |
 //! | `exit` | an exit dispatched by class: `abort` (memory, devices, refusals), `hypercall` (SMCCC services → `psci`), `inject` |
 //! | `devices` | the emulated devices behind the bus: the GIC, the PL011 |
+//! | `console` | guest output to the console (tagged lines or raw), typed input to the focused VM's PL011, the escape keys |
 //! | `irq` | the door devices, timers and SGIs raise interrupts through; list registers around entries and exits |
 //! | `running` | a running vCPU as the exit handlers see it; `ExitAction` |
 //! | `vm` | one VM: slots and memory map, stage 2, MMIO bus, devices, pause, end |
 //! | `vcpu` | one vCPU: power state, requests, counters, context |
 //! | `stats` | per-vCPU counters and the VM's sum |
 
+pub mod console;
 pub mod devices;
 pub mod exit;
 pub mod irq;

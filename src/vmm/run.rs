@@ -16,13 +16,16 @@ use super::running::{ExitAction, Running};
 use super::vcpu::{req, Vcpu};
 use super::vm::Vm;
 use crate::arch::context::{self, Guest, VcpuContext};
-use crate::arch::{cpu, gic, percpu};
+use crate::arch::{cpu, percpu};
 
 /// How a vCPU's run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunEnd {
     /// It powered off; a `CPU_ON` may start it again.
     PoweredOff,
+    /// It asked for its VM's reboot and leads it ([`super::vm::reboot`]);
+    /// it is off.
+    Reset,
     /// Its VM ended.
     VmEnded,
 }
@@ -84,6 +87,9 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
             if requests & req::STOP != 0 {
                 break RunEnd::VmEnded;
             }
+            if requests & req::RESET != 0 {
+                break RunEnd::PoweredOff;
+            }
             if requests & request::PAUSE != 0 {
                 while vm.pause.is_paused() {
                     cpu::wait_for_event();
@@ -104,6 +110,13 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
             ExitAction::Resume => {}
             ExitAction::Block => block(&mut running),
             ExitAction::PowerOff => break RunEnd::PoweredOff,
+            ExitAction::Reset => {
+                break if vm.begin_reset() {
+                    RunEnd::Reset
+                } else {
+                    RunEnd::PoweredOff
+                };
+            }
             ExitAction::StopVm(end) => {
                 vm.stop(end);
                 break RunEnd::VmEnded;
@@ -113,7 +126,7 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
     irq::put(&mut Running::new(vm, vcpu, &mut state));
     state.ctx.save();
     percpu::current().set_running(None);
-    if end == RunEnd::PoweredOff {
+    if end != RunEnd::VmEnded {
         // Last: a CPU_ON may now start it again (with a fresh context).
         vcpu.power.off();
     }
@@ -130,7 +143,7 @@ fn block(run: &mut Running<'_>) {
             return;
         }
         cpu::wait_for_interrupt();
-        gic::handle_irqs(|intid| irq::forward_hw(vm, vcpu, intid));
+        exit::take_irqs(vm, vcpu);
         vcpu.requests.unblock();
     }
 }

@@ -15,6 +15,8 @@ pub enum ExitAction {
     Block,
     /// The vCPU powered itself off (`CPU_OFF`).
     PowerOff,
+    /// The VM reboots (`SYSTEM_RESET`).
+    Reset,
     /// The VM ends.
     StopVm(VmEnd),
 }

@@ -17,6 +17,8 @@ pub mod req {
     pub const STOP: u32 = 1 << 0;
     /// It may have an interrupt to take: refill its list registers.
     pub const IRQ: u32 = 1 << 1;
+    /// Its VM reboots: leave the run loop, powered off.
+    pub const RESET: u32 = 1 << 2;
 }
 
 /// Table pages the fault path may need for one mapping (one table per
@@ -34,6 +36,7 @@ pub struct Vcpu {
     pub requests: Requests,
     /// What it did (written by its own CPU only).
     pub stats: VcpuStats,
+
     /// What only its own CPU touches, locked by its run loop.
     state: Mutex<VcpuState>,
 }

@@ -1,12 +1,16 @@
 //! A VM: its memory slots and memory map, its stage-2 tree behind a reader-writer lock, its MMIO bus and devices, its vCPUs, and how it ends.
 
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use hvcore::dirty::DirtyLog;
+use hvcore::entropy::Entropy;
 use hvcore::guest_dt::{self, VmDesc};
+use hvcore::lines::UartLine;
+use hvcore::loader::{self, LoadError, LoadPlan};
 use hvcore::memmap::{DeviceKind, MemoryMap, ROM_MAGIC};
 use hvcore::mmio::{Bus, BusError};
 use hvcore::pl011::Pl011Emu;
@@ -33,8 +37,10 @@ const IPA_BITS: u32 = 40;
 
 /// Everything a VM is made from.
 pub struct VmConfig<'a> {
-    /// The guest image (copied to the start of RAM).
-    pub image: &'a [u8],
+    /// The kernel (an arm64 `Image`, or a raw image), kept for reboots.
+    pub kernel: &'static [u8],
+    /// Its initramfs, if any.
+    pub initrd: Option<&'static [u8]>,
     /// Host memory for guest RAM (2 MiB aligned).
     pub ram: HostRange,
     /// Host memory for the ROM slot (2 MiB).
@@ -42,7 +48,16 @@ pub struct VmConfig<'a> {
     /// The physical CPU of each vCPU, in vCPU order.
     pub cpus: &'a [CpuId],
     /// The guest's command line (`/chosen/bootargs`).
-    pub bootargs: &'a str,
+    pub bootargs: &'static str,
+    /// Where the guest's seeds come from.
+    pub entropy: Entropy,
+    /// Reboots the VM gets before a `SYSTEM_RESET` ends it (`None`: no
+    /// limit).
+    pub reset_limit: Option<u32>,
+    /// Its console output goes out raw, not as tagged lines.
+    pub console_raw: bool,
+    /// What `SMCCC_ARCH_FEATURES` tells it of the Spectre workarounds.
+    pub workarounds: Workarounds,
     /// The largest block a stage-2 fault maps (4 KiB, 2 MiB or 1 GiB).
     pub max_block: u64,
     /// The vendor-specific hypervisor service its `HVC`s may reach.
@@ -52,13 +67,8 @@ pub struct VmConfig<'a> {
 /// Why a VM could not be created.
 #[derive(Debug)]
 pub enum VmError {
-    /// The image does not fit in RAM below the device tree.
-    ImageTooLarge {
-        /// Image size.
-        image: u64,
-        /// Room for it.
-        room: u64,
-    },
+    /// The kernel, initramfs and device tree cannot be laid out in RAM.
+    Load(LoadError),
     /// A memory slot was refused.
     Slot(SlotError),
     /// A device window was refused.
@@ -74,10 +84,7 @@ pub enum VmError {
 impl fmt::Display for VmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::ImageTooLarge { image, room } => write!(
-                f,
-                "vm: guest image of {image} bytes does not fit in the {room} bytes of RAM below the device tree"
-            ),
+            Self::Load(e) => write!(f, "vm: {e}"),
             Self::Slot(e) => write!(f, "vm: memory slot: {e}"),
             Self::Bus(e) => write!(f, "vm: {e}"),
             Self::Dtb(e) => write!(f, "vm: device tree: {e}"),
@@ -115,6 +122,8 @@ pub struct Vm {
     pub slots: SlotMap,
     /// Host memory behind the RAM slot.
     pub ram_host: HostRange,
+    /// Host memory behind the ROM slot.
+    pub rom_host: HostRange,
     /// The stage-2 tree: vCPU faults take it shared, teardown exclusive.
     pub stage2: RwLock<Stage2<S2Mm>>,
     /// Stage-2 memory operations (the VMID), usable without the lock.
@@ -129,6 +138,13 @@ pub struct Vm {
     pub vgic: Mutex<Vgic>,
     /// The emulated UART.
     pub uart: Mutex<Pl011Emu>,
+    /// The console line its UART is collecting (`guest.console=log`).
+    pub line: Mutex<UartLine>,
+    /// Console input waiting for room in the UART's receive FIFO.
+    pub input: Mutex<VecDeque<u8>>,
+    /// Its console output goes out raw (`guest.console=raw`), not as
+    /// tagged lines.
+    pub console_raw: bool,
     /// The largest block a stage-2 fault maps.
     pub max_block: u64,
     /// Dirty logs, one per slot, in `slots.iter()` order.
@@ -141,6 +157,10 @@ pub struct Vm {
     pub workarounds: Workarounds,
     /// The vendor-specific hypervisor service, if there is one.
     pub vendor: Option<VendorService>,
+    /// What it boots (again on a reset).
+    pub boot: Boot,
+    /// A reboot is under way (`SYSTEM_RESET`): `CPU_ON` is refused.
+    resetting: AtomicBool,
     /// How it ended, once it has (the first end wins).
     end: Once<VmEnd>,
     /// vCPUs whose CPU has seen the end.
@@ -213,6 +233,30 @@ impl Vm {
         }
     }
 
+    /// Starts a reboot: true for the one vCPU that leads it (the first to
+    /// ask), which then calls [`reboot`]; every vCPU is asked to leave.
+    pub fn begin_reset(&self) -> bool {
+        if self.resetting.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        for vcpu in &self.vcpus {
+            self.request_reset(vcpu);
+        }
+        true
+    }
+
+    /// Asks `vcpu` to leave its guest, powered off, for the reboot.
+    pub fn request_reset(&self, vcpu: &Vcpu) {
+        vcpu.requests
+            .make(super::vcpu::req::RESET, vcpu.id(), &CpuKick(self));
+        self.wake(vcpu);
+    }
+
+    /// Whether a reboot is under way.
+    pub fn is_resetting(&self) -> bool {
+        self.resetting.load(Ordering::SeqCst)
+    }
+
     /// How it ended, if it has.
     pub fn end(&self) -> Option<VmEnd> {
         self.end.get().copied()
@@ -228,6 +272,24 @@ impl Vm {
     pub fn is_finished(&self) -> bool {
         self.end().is_some() && self.left.load(Ordering::Acquire) == self.vcpus.len()
     }
+}
+
+/// What a VM boots, kept for its reboots.
+pub struct Boot {
+    /// The kernel.
+    pub kernel: &'static [u8],
+    /// Its initramfs.
+    pub initrd: Option<&'static [u8]>,
+    /// The guest's command line.
+    pub bootargs: &'static str,
+    /// Where it goes in RAM (checked once, at creation).
+    pub plan: LoadPlan,
+    /// The seeds' source.
+    pub entropy: Entropy,
+    /// How many times the VM booted (each boot has seeds of its own).
+    pub boots: AtomicU32,
+    /// Reboots it gets before a `SYSTEM_RESET` ends it (`reset=`).
+    pub reset_limit: Option<u32>,
 }
 
 /// Kicks a VM's vCPUs by their index.
@@ -248,24 +310,18 @@ impl Kick for CpuKick<'_> {
     }
 }
 
-/// Creates a VM numbered `id` with VMID `vmid`: slots, ROM contents, the
-/// image and device tree in RAM, the MMIO bus, an empty stage-2 tree (guest
-/// memory appears in it on first touch), vCPU 0 powered on at the image's
-/// first byte with `x0` = the device tree.
+/// Creates a VM numbered `id` with VMID `vmid`: slots, the MMIO bus, an
+/// empty stage-2 tree (guest memory appears in it on first touch), its
+/// images loaded ([`load`]) and vCPU 0 powered on at the kernel's entry.
 ///
 /// # Errors
 ///
-/// A [`VmError`] if the image does not fit, a slot or window is refused,
+/// A [`VmError`] if the images do not fit, a slot or window is refused,
 /// or memory for the device tree or stage-2 root runs out.
 pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
     let map = MemoryMap::new(cfg.ram.size(), cfg.cpus.len());
-    let room = map.image_room();
-    if cfg.image.len() as u64 > room {
-        return Err(VmError::ImageTooLarge {
-            image: cfg.image.len() as u64,
-            room,
-        });
-    }
+    let plan = loader::plan(&map, cfg.kernel, cfg.initrd.map(|i| i.len() as u64))
+        .map_err(VmError::Load)?;
     let mut slots = SlotMap::new();
     let ram = MemSlot {
         name: "ram",
@@ -284,24 +340,6 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
     slots.insert(ram.clone()).map_err(VmError::Slot)?;
     slots.insert(rom.clone()).map_err(VmError::Slot)?;
 
-    // ROM: the pattern the ABI promises.
-    guest_mem::fill_words(cfg.rom, |offset| ROM_MAGIC | offset);
-    // The image, at the start of RAM (checked to fit above).
-    guest_mem::load(cfg.ram, cfg.image);
-
-    let uart = map.device(DeviceKind::Uart);
-    let dtb_ipa = map.dtb();
-    let dtb = guest_dt::build(&VmDesc::new(&map, cfg.bootargs)).map_err(VmError::Dtb)?;
-    let dtb_host = cfg
-        .ram
-        .sub(dtb_ipa - map.ram_base, dtb.len() as u64)
-        .ok_or(VmError::ImageTooLarge {
-            image: dtb.len() as u64,
-            room: memmap_dtb_room(&map),
-        })?;
-    guest_mem::load(dtb_host, &dtb);
-    mm::icache_inval_all();
-
     let mut bus = Bus::new();
     for window in map.devices() {
         let device = match window.kind {
@@ -316,9 +354,10 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
     let s2mm = S2Mm::new(vmid);
     let mut stage2 = Stage2::new(s2mm, IPA_BITS).map_err(VmError::Stage2)?;
     // No cache maintenance per fault: guest memory is carved for the VM and
-    // the hypervisor writes it only above, cleaning what it wrote.
+    // the hypervisor writes it only when loading, cleaning what it wrote.
     stage2.set_skip_cmo(true);
     let controls = VmControls::new(stage2.geometry(), stage2.root_pa(), vmid);
+    let uart = map.device(DeviceKind::Uart);
     info!(
         "vm{id}: {} vCPUs, RAM {} MiB at IPA {:#x} (host {}), ROM at IPA {:#x}, UART at IPA {:#x}, faults map blocks up to {} KiB",
         cfg.cpus.len(),
@@ -330,10 +369,7 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
         cfg.max_block >> 10,
     );
     info!(
-        "vm{id}: image {} bytes at IPA {:#x}, device tree {} bytes at IPA {dtb_ipa:#x}; stage 2: VMID {vmid}, {IPA_BITS}-bit IPA, start level {}, {} root page(s), empty",
-        cfg.image.len(),
-        map.ram_base,
-        dtb.len(),
+        "vm{id}: stage 2: VMID {vmid}, {IPA_BITS}-bit IPA, start level {}, {} root page(s), empty",
         stage2.geometry().start_level.get(),
         stage2.geometry().root_pages()
     );
@@ -344,15 +380,12 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
         .enumerate()
         .map(|(i, &cpu)| Vcpu::new(i, cpu))
         .collect();
-    vcpus[0].power.cpu_on(Start {
-        entry: map.ram_base,
-        context: dtb_ipa,
-    });
-    Ok(Vm {
+    let vm = Vm {
         id,
         map,
         slots,
         ram_host: cfg.ram,
+        rom_host: cfg.rom,
         stage2: RwLock::new(stage2),
         s2mm,
         controls,
@@ -360,18 +393,137 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
         bus,
         vgic: Mutex::new(Vgic::new(cfg.cpus.len(), arch_vgic::nr_lrs())),
         uart: Mutex::new(Pl011Emu::new()),
+        line: Mutex::new(UartLine::new()),
+        input: Mutex::new(VecDeque::new()),
+        console_raw: cfg.console_raw,
         max_block: cfg.max_block,
         logs,
         logs_reserved: AtomicBool::new(false),
         pause: PauseGate::new(),
-        workarounds: Workarounds::NONE,
+        workarounds: cfg.workarounds,
         vendor: cfg.vendor,
+        boot: Boot {
+            kernel: cfg.kernel,
+            initrd: cfg.initrd,
+            bootargs: cfg.bootargs,
+            plan,
+            entropy: cfg.entropy.clone(),
+            boots: AtomicU32::new(0),
+            reset_limit: cfg.reset_limit,
+        },
+        resetting: AtomicBool::new(false),
         end: Once::new(),
         left: AtomicUsize::new(0),
+    };
+    let start = load(&vm)?;
+    vm.vcpus[0].power.cpu_on(start);
+    Ok(vm)
+}
+
+/// Loads what `vm` boots into its memory, as on a power-on: the ROM's
+/// pattern, the kernel and initramfs where the plan says, a device tree
+/// with fresh seeds. Returns where vCPU 0 starts. Call only while no vCPU
+/// of the VM runs.
+///
+/// # Errors
+///
+/// [`VmError::Dtb`] or [`VmError::Load`] for a device tree that cannot be
+/// built or is too large.
+pub fn load(vm: &Vm) -> Result<Start, VmError> {
+    let boot = &vm.boot;
+    let plan = boot.plan;
+    let ram = vm.ram_host;
+    let at = |ipa: u64, len: u64| {
+        ram.sub(ipa - vm.map.ram_base, len)
+            .expect("the load plan keeps everything in RAM")
+    };
+    // ROM: the pattern the ABI promises.
+    guest_mem::fill_words(vm.rom_host, |offset| ROM_MAGIC | offset);
+    guest_mem::load(at(plan.kernel, boot.kernel.len() as u64), boot.kernel);
+    if let (Some((start, size)), Some(initrd)) = (plan.initrd, boot.initrd) {
+        guest_mem::load(at(start, size), initrd);
+    }
+    let n = boot.boots.fetch_add(1, Ordering::Relaxed);
+    let mut desc = VmDesc::new(&vm.map, boot.bootargs);
+    desc.initrd = plan.initrd;
+    desc.seeds = Some(boot.entropy.seeds(vm.id, n));
+    let dtb = guest_dt::build(&desc).map_err(VmError::Dtb)?;
+    loader::check_dtb(dtb.len() as u64).map_err(VmError::Load)?;
+    guest_mem::load(at(plan.dtb, dtb.len() as u64), &dtb);
+    mm::icache_inval_all();
+    info!(
+        "vm{}: kernel {} bytes at IPA {:#x} (spans {:#x}), {}device tree {} bytes at IPA {:#x}",
+        vm.id,
+        boot.kernel.len(),
+        plan.kernel,
+        plan.kernel_span,
+        InitrdNote(plan.initrd),
+        dtb.len(),
+        plan.dtb
+    );
+    Ok(Start {
+        entry: plan.entry(),
+        context: plan.dtb,
     })
 }
 
-/// Room for the device tree at the end of RAM.
-fn memmap_dtb_room(map: &MemoryMap) -> u64 {
-    map.ram_base + map.ram_size - map.dtb()
+/// Reboots `vm`, as a machine's reset would: once every vCPU has left
+/// and is off, its stage 2 emptied, its RAM zeroed, its GIC distributor
+/// and UART back to reset, its images and a device tree (with new seeds)
+/// loaded again, and vCPU 0 started at the entry. Called by the CPU of the
+/// vCPU that asked ([`Vm::begin_reset`]). Returns early, doing nothing, if
+/// the VM ends meanwhile.
+///
+/// # Errors
+///
+/// A [`VmError`] if stage 2 cannot be emptied or the images reloaded (the
+/// caller then ends the VM).
+pub fn reboot(vm: &Vm) -> Result<(), VmError> {
+    use hvcore::psci::AffinityState;
+    // Every vCPU leaves at its next entry (the RESET request), or at once
+    // if it waits; then none runs, and none can be started (CPU_ON is
+    // refused while resetting).
+    while !vm
+        .vcpus
+        .iter()
+        .all(|v| v.power.state() == AffinityState::Off)
+    {
+        if vm.end().is_some() {
+            return Ok(());
+        }
+        core::hint::spin_loop();
+    }
+    for vcpu in &vm.vcpus {
+        vcpu.requests.clear(super::vcpu::req::RESET);
+    }
+    {
+        let mut stage2 = vm.stage2.write();
+        let top = 1u64 << IPA_BITS;
+        stage2
+            .exclusive()
+            .unmap(0, top, &mut pgtable::MemCache::new())
+            .map_err(VmError::Stage2)?;
+    }
+    guest_mem::zero(vm.ram_host);
+    vm.vgic.lock().reset_dist();
+    *vm.uart.lock() = Pl011Emu::new();
+    vm.input.lock().clear();
+    let start = load(vm)?;
+    vm.resetting.store(false, Ordering::SeqCst);
+    let vcpu0 = &vm.vcpus[0];
+    vcpu0.power.cpu_on(start);
+    vm.wake(vcpu0);
+    Ok(())
+}
+
+/// "initramfs N bytes at IPA X, " for the load line, or nothing.
+struct InitrdNote(Option<(u64, u64)>);
+
+impl fmt::Display for InitrdNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some((start, size)) => write!(f, "initramfs {size} bytes at IPA {start:#x}, "),
+            None => Ok(()),
+        }
+    }
 }

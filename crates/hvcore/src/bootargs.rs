@@ -14,8 +14,9 @@
 //!   default off, when they are `NOT_SUPPORTED` like any unknown function).
 //! - `verdict.token=TOKEN`: the token the run's verdict line carries (1 to 32 letters and
 //!   digits; `hvcore::verdict`);
-//! - `reset=reboot|exit`: what a guest's `SYSTEM_RESET` does: reboot its VM (default), or
-//!   end it with its own exit status (for tests);
+//! - `reset=reboot|exit|N`: what a guest's `SYSTEM_RESET` does: reboot its VM (default),
+//!   end it with its own exit status (for tests), or reboot it N times and end it at the
+//!   next;
 //! - `guest.console=log|raw`: guest output as tagged, escaped whole lines (default), or byte by
 //!   byte as the guest wrote it, untagged (an interactive session's terminal).
 //!
@@ -151,9 +152,9 @@ pub struct BootArgs<'a> {
     pub bench: bool,
     /// `verdict.token=`: the verdict line's token.
     pub verdict_token: Option<&'a str>,
-    /// `reset=exit`: a guest's `SYSTEM_RESET` ends its VM (default: it
-    /// reboots it).
-    pub reset_exits: bool,
+    /// `reset=`: how many reboots a VM gets before a `SYSTEM_RESET` ends
+    /// it (`exit`: 0; `N`; default `reboot`: no limit).
+    pub reset_limit: Option<u32>,
     /// `guest.console=raw`: guest output byte by byte, untagged (default: tagged
     /// lines).
     pub console_raw: bool,
@@ -240,7 +241,7 @@ impl<'a> BootArgs<'a> {
             migrate_converge: None,
             bench: false,
             verdict_token: None,
-            reset_exits: false,
+            reset_limit: None,
             console_raw: false,
             source,
         };
@@ -265,9 +266,13 @@ impl<'a> BootArgs<'a> {
                     _ => return Err(bad(&["on", "off"])),
                 },
                 "reset" => match value {
-                    Some("reboot") => args.reset_exits = false,
-                    Some("exit") => args.reset_exits = true,
-                    _ => return Err(bad(&["reboot", "exit"])),
+                    Some("reboot") => args.reset_limit = None,
+                    Some("exit") => args.reset_limit = Some(0),
+                    Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                        let n = n.parse().map_err(|_| bad(&["reboot", "exit", "N"]))?;
+                        args.reset_limit = Some(n);
+                    }
+                    _ => return Err(bad(&["reboot", "exit", "N"])),
                 },
                 "guest.console" => match value {
                     Some("log") => args.console_raw = false,
@@ -751,18 +756,24 @@ mod tests {
     fn run_switches() {
         let a = BootArgs::parse("verdict.token=ab12 reset=exit guest.console=raw").unwrap();
         assert_eq!(a.verdict_token, Some("ab12"));
-        assert!(a.reset_exits && a.console_raw);
+        assert_eq!(a.reset_limit, Some(0));
+        assert!(a.console_raw);
+        assert_eq!(BootArgs::parse("reset=3").unwrap().reset_limit, Some(3));
+        assert_eq!(BootArgs::parse("reset=0").unwrap().reset_limit, Some(0));
+        for bad in ["reset=-1", "reset=99999999999", "reset="] {
+            assert!(BootArgs::parse(bad).is_err(), "{bad}");
+        }
         assert_eq!(a.unknown().count(), 0);
         let d = BootArgs::parse("").unwrap();
         assert_eq!(d.verdict_token, None);
-        assert!(!d.reset_exits && !d.console_raw);
+        assert!(d.reset_limit.is_none() && !d.console_raw);
         let back =
             BootArgs::parse("reset=exit reset=reboot guest.console=raw guest.console=log").unwrap();
-        assert!(!back.reset_exits && !back.console_raw);
+        assert!(back.reset_limit.is_none() && !back.console_raw);
         for (line, err) in [
             (
                 "reset=halt",
-                "bad boot argument `reset=halt`: expected reset=reboot|exit",
+                "bad boot argument `reset=halt`: expected reset=reboot|exit|N",
             ),
             (
                 "guest.console",

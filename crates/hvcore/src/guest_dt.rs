@@ -8,6 +8,8 @@ use core::fmt;
 
 use vm_fdt::FdtWriter;
 
+use crate::entropy::GuestSeeds;
+
 use crate::memmap::{DeviceKind, MemoryMap};
 use crate::pl011::Pl011Emu;
 
@@ -43,6 +45,11 @@ pub struct VmDesc<'a> {
     pub gic: Option<((u64, u64), (u64, u64))>,
     /// The guest's command line (`/chosen/bootargs`).
     pub bootargs: &'a str,
+    /// The initramfs, `(start, size)` (`/chosen/linux,initrd-start`/`-end`).
+    pub initrd: Option<(u64, u64)>,
+    /// Seeds for the guest's random pool and KASLR (`/chosen/rng-seed`,
+    /// `kaslr-seed`).
+    pub seeds: Option<GuestSeeds>,
 }
 
 impl<'a> VmDesc<'a> {
@@ -67,6 +74,8 @@ impl<'a> VmDesc<'a> {
                 ),
             )),
             bootargs,
+            initrd: None,
+            seeds: None,
         }
     }
 }
@@ -126,6 +135,14 @@ pub fn build(desc: &VmDesc<'_>) -> Result<Vec<u8>, GuestDtError> {
     let chosen = fdt.begin_node("chosen")?;
     fdt.property_string("bootargs", desc.bootargs)?;
     fdt.property_string("stdout-path", &format!("/{uart_node}"))?;
+    if let Some((start, size)) = desc.initrd {
+        fdt.property_u64("linux,initrd-start", start)?;
+        fdt.property_u64("linux,initrd-end", start + size)?;
+    }
+    if let Some(seeds) = desc.seeds {
+        fdt.property("rng-seed", &seeds.rng_seed)?;
+        fdt.property_u64("kaslr-seed", seeds.kaslr_seed)?;
+    }
     fdt.end_node(chosen)?;
 
     let memory = fdt.begin_node(&format!("memory@{:x}", desc.ram_base))?;
@@ -228,6 +245,8 @@ mod tests {
                 (0x080a_0000, cpus as u64 * 0x2_0000),
             )),
             bootargs,
+            initrd: None,
+            seeds: None,
         }
     }
 
@@ -330,6 +349,21 @@ mod tests {
         assert_eq!(fdt.chosen().bootargs(), Some(d.bootargs));
         assert_eq!(str_list(&fdt, "/chosen", "stdout-path"), [uart.as_str()]);
         assert_eq!(fdt.chosen().stdout().map(|n| n.name), Some(&uart[1..]));
+        let chosen = fdt.find_node("/chosen").unwrap();
+        match d.initrd {
+            Some((start, size)) => {
+                assert_eq!(u64s(&fdt, "/chosen", "linux,initrd-start"), [start]);
+                assert_eq!(u64s(&fdt, "/chosen", "linux,initrd-end"), [start + size]);
+            }
+            None => assert!(chosen.property("linux,initrd-start").is_none()),
+        }
+        match d.seeds {
+            Some(s) => {
+                assert_eq!(prop(&fdt, "/chosen", "rng-seed"), &s.rng_seed[..]);
+                assert_eq!(u64s(&fdt, "/chosen", "kaslr-seed"), [s.kaslr_seed]);
+            }
+            None => assert!(chosen.property("rng-seed").is_none()),
+        }
 
         match d.gic {
             Some(((dist, dsize), (redist, rsize))) => {
@@ -387,6 +421,37 @@ mod tests {
     }
 
     #[test]
+    fn initramfs_and_seeds_in_chosen() {
+        let mut d = desc(1, "console=ttyAMA0");
+        let blob = build(&d).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        for name in [
+            "linux,initrd-start",
+            "linux,initrd-end",
+            "rng-seed",
+            "kaslr-seed",
+        ] {
+            assert!(
+                fdt.find_node("/chosen").unwrap().property(name).is_none(),
+                "{name}"
+            );
+        }
+        d.initrd = Some((0x4780_0000, 0x12345));
+        d.seeds = Some(GuestSeeds {
+            rng_seed: core::array::from_fn(|i| i as u8 + 1),
+            kaslr_seed: 0x0123_4567_89ab_cdef,
+        });
+        let blob = build(&d).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        assert_eq!(u64s(&fdt, "/chosen", "linux,initrd-start"), [0x4780_0000]);
+        assert_eq!(u64s(&fdt, "/chosen", "linux,initrd-end"), [0x4781_2345]);
+        assert_eq!(u64s(&fdt, "/chosen", "kaslr-seed"), [0x0123_4567_89ab_cdef]);
+        let seed: Vec<u8> = (1..=32).collect();
+        assert_eq!(prop(&fdt, "/chosen", "rng-seed"), &seed[..]);
+        check(&blob, &d);
+    }
+
+    #[test]
     fn without_rom_and_with_empty_bootargs() {
         let d = VmDesc {
             rom: None,
@@ -435,6 +500,9 @@ mod tests {
             rom in proptest::option::of((1u64..0x1000, 1u64..64)),
             gic in proptest::option::of((1u64..0x1000, 1u64..0x1000)),
             bootargs in "[ -~]{0,200}",
+            initrd in proptest::option::of((1u64..0x10_0000, 0u64..(1 << 30))),
+            seed in any::<[u8; 32]>(),
+            kaslr_seed in any::<u64>(),
         ) {
             let d = VmDesc {
                 ram_base: ram_g << 30,
@@ -444,6 +512,8 @@ mod tests {
                 rom: rom.map(|(base, size)| (base << 21, size << 21)),
                 gic: gic.map(|(d, r)| ((d << 16, 0x1_0000), (r << 17, cpus as u64 * 0x2_0000))),
                 bootargs: &bootargs,
+                initrd: initrd.map(|(page, size)| (page << 12, size)),
+                seeds: initrd.map(|_| GuestSeeds { rng_seed: seed, kaslr_seed }),
             };
             let blob = build(&d).unwrap();
             check(&blob, &d);

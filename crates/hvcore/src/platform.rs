@@ -129,6 +129,12 @@ pub struct Platform<'a> {
     pub cpus: CpuList,
     /// The PL011 console's register block.
     pub uart: PhysAddr,
+    /// Its interrupt's INTID (an SPI of the GIC), if the node gives one.
+    pub uart_intid: Option<u32>,
+    /// `/chosen/rng-seed` (empty if absent): entropy from the firmware.
+    pub rng_seed: &'a [u8],
+    /// `/chosen/kaslr-seed`, if present.
+    pub kaslr_seed: Option<u64>,
     /// The interrupt controller, if a known one is present.
     pub gic: Option<Gic>,
     /// The PSCI conduit, if a `/psci` node is present.
@@ -178,7 +184,15 @@ pub fn parse(blob: &[u8], addr: u64) -> Result<Platform<'_>, DtbError> {
         reserved: reserved(&fdt)?,
         initrd: chosen.map(initrd).transpose()?.flatten(),
         cpus: cpus(&fdt)?,
-        uart: uart(&fdt, chosen).ok_or(DtbError::NoUart)?,
+        uart: uart(&fdt, chosen).ok_or(DtbError::NoUart)?.0,
+        uart_intid: uart(&fdt, chosen).and_then(|u| u.1),
+        rng_seed: chosen
+            .and_then(|c| c.property("rng-seed"))
+            .map_or(&[][..], |p| p.value),
+        kaslr_seed: chosen
+            .and_then(|c| c.property("kaslr-seed"))
+            .and_then(|p| p.as_usize())
+            .map(|v| v as u64),
         gic: gic(&fdt),
         psci: psci(&fdt),
         bootargs,
@@ -288,7 +302,9 @@ fn is_pl011(node: &FdtNode<'_, '_>) -> bool {
         .is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
 }
 
-fn uart<'a>(fdt: &Fdt<'a>, chosen: Option<FdtNode<'_, 'a>>) -> Option<PhysAddr> {
+/// The console PL011: its registers, and its interrupt's INTID if its
+/// `interrupts` is a GIC SPI (`<0 N flags>`: INTID 32 + N).
+fn uart<'a>(fdt: &Fdt<'a>, chosen: Option<FdtNode<'_, 'a>>) -> Option<(PhysAddr, Option<u32>)> {
     // Prefer the console /chosen/stdout-path names ("path[:options]").
     let stdout = chosen
         .and_then(|c| c.property("stdout-path"))
@@ -297,7 +313,16 @@ fn uart<'a>(fdt: &Fdt<'a>, chosen: Option<FdtNode<'_, 'a>>) -> Option<PhysAddr> 
         .filter(is_pl011);
     let node = stdout.or_else(|| fdt.find_compatible(&["arm,pl011"]))?;
     let reg = node.reg()?.next()?;
-    Some(PhysAddr::new(reg.starting_address as u64))
+    let cells: Option<[u32; 3]> = node.property("interrupts").and_then(|p| {
+        let v = p.value;
+        (v.len() == 12).then(|| {
+            core::array::from_fn(|i| {
+                u32::from_be_bytes([v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]])
+            })
+        })
+    });
+    let intid = cells.filter(|c| c[0] == 0 && c[1] < 988).map(|c| 32 + c[1]);
+    Some((PhysAddr::new(reg.starting_address as u64), intid))
 }
 
 fn gic<'a>(fdt: &Fdt<'a>) -> Option<Gic> {
@@ -350,6 +375,8 @@ mod tests {
             .unwrap();
         w.property_u64("linux,initrd-start", 0x4800_0000).unwrap();
         w.property_u64("linux,initrd-end", 0x4830_0000).unwrap();
+        w.property("rng-seed", &[7; 32]).unwrap();
+        w.property_u64("kaslr-seed", 0xfeed).unwrap();
         w.end_node(chosen).unwrap();
         if with_memory {
             let mem = w.begin_node("memory@40000000").unwrap();
@@ -380,10 +407,11 @@ mod tests {
         w.property_string("compatible", "arm,psci-1.0").unwrap();
         w.property_string("method", psci).unwrap();
         w.end_node(p).unwrap();
-        for base in [0x0900_0000u64, 0x0904_0000] {
+        for (base, spi) in [(0x0900_0000u64, 1), (0x0904_0000, 8)] {
             let u = w.begin_node(&std::format!("pl011@{base:x}")).unwrap();
             w.property_string("compatible", "arm,pl011").unwrap();
             w.property_array_u64("reg", &[base, 0x1000]).unwrap();
+            w.property_array_u32("interrupts", &[0, spi, 4]).unwrap();
             w.end_node(u).unwrap();
         }
         w.end_node(root).unwrap();
@@ -409,6 +437,9 @@ mod tests {
         assert_eq!(p.cpus.mpidrs(), [0, 1, 2, 3]);
         assert_eq!((p.cpus.ignored, p.cpus.no_reg), (0, 1));
         assert_eq!(p.uart.as_u64(), 0x0904_0000, "the stdout-path one");
+        assert_eq!(p.uart_intid, Some(40), "SPI 8");
+        assert_eq!(p.rng_seed, [7; 32]);
+        assert_eq!(p.kaslr_seed, Some(0xfeed));
         assert!(
             matches!(p.gic, Some(Gic::V3 { distributor, .. }) if distributor.start().as_u64() == 0x0800_0000)
         );
@@ -421,6 +452,7 @@ mod tests {
         let blob = qemu_like(10, true, "hvc");
         let p = parse(&blob, 0).unwrap();
         assert_eq!(p.cpus.mpidrs().len(), MAX_CPUS);
+        assert_eq!(p.uart_intid, Some(40));
         assert_eq!(p.cpus.ignored, 2);
         assert_eq!(p.psci, Some(PsciConduit::Hvc));
     }

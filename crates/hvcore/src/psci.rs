@@ -1,4 +1,4 @@
-//! The guest's PSCI 1.0 calls over the SMC Calling Convention: decoding, return codes, `PSCI_FEATURES`.
+//! The guest's PSCI 1.1 calls over the SMC Calling Convention: decoding, return codes, `PSCI_FEATURES`.
 //!
 //! Which functions exist and what they return is `docs/guest-abi.md`; this
 //! module turns a guest's `x0`-`x3` into a [`Call`]. SMC32 function ids
@@ -12,6 +12,10 @@ use core::fmt;
 pub mod fid {
     /// `PSCI_VERSION`.
     pub const PSCI_VERSION: u32 = 0x8400_0000;
+    /// `CPU_SUSPEND`, SMC32.
+    pub const CPU_SUSPEND_32: u32 = 0x8400_0001;
+    /// `CPU_SUSPEND`, SMC64.
+    pub const CPU_SUSPEND_64: u32 = 0xc400_0001;
     /// `CPU_OFF`.
     pub const CPU_OFF: u32 = 0x8400_0002;
     /// `CPU_ON`, SMC32.
@@ -22,6 +26,8 @@ pub mod fid {
     pub const AFFINITY_INFO_32: u32 = 0x8400_0004;
     /// `AFFINITY_INFO`, SMC64.
     pub const AFFINITY_INFO_64: u32 = 0xc400_0004;
+    /// `MIGRATE_INFO_TYPE`.
+    pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
     /// `SYSTEM_OFF`.
     pub const SYSTEM_OFF: u32 = 0x8400_0008;
     /// `SYSTEM_RESET`.
@@ -30,13 +36,16 @@ pub mod fid {
     pub const PSCI_FEATURES: u32 = 0x8400_000a;
 
     /// Every id above: the functions `PSCI_FEATURES` reports as present.
-    pub const ALL: [u32; 9] = [
+    pub const ALL: [u32; 12] = [
         PSCI_VERSION,
+        CPU_SUSPEND_32,
+        CPU_SUSPEND_64,
         CPU_OFF,
         CPU_ON_32,
         CPU_ON_64,
         AFFINITY_INFO_32,
         AFFINITY_INFO_64,
+        MIGRATE_INFO_TYPE,
         SYSTEM_OFF,
         SYSTEM_RESET,
         PSCI_FEATURES,
@@ -67,8 +76,15 @@ pub mod ret {
     pub const INVALID_ADDRESS: i64 = -9;
 }
 
-/// The value `PSCI_VERSION` returns: major 1, minor 0.
-pub const VERSION_1_0: u64 = 0x1_0000;
+/// The value `PSCI_VERSION` returns: major 1, minor 1.
+pub const VERSION_1_1: u64 = 0x1_0001;
+
+/// `MIGRATE_INFO_TYPE`'s answer: no Trusted OS needs migrating (2).
+pub const MIGRATE_INFO_NONE: i64 = 2;
+
+/// `SMCCC_VERSION`'s function id: `PSCI_FEATURES` reports it, as PSCI 1.0
+/// asks, so that a caller learns it may use the SMCCC 1.1 calls.
+const SMCCC_VERSION: u32 = 0x8000_0000;
 
 /// A vCPU's state as `AFFINITY_INFO` reports it (the value in `x0`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,8 +116,17 @@ pub enum PsciCall {
         /// Context id, handed to the new vCPU in `x0`.
         context: u64,
     },
+    /// `CPU_SUSPEND`: wait for an interrupt in a low-power state (every
+    /// state is taken as standby: the call returns when the vCPU has an
+    /// interrupt to take).
+    CpuSuspend {
+        /// The requested state (`w1`), not interpreted.
+        power_state: u32,
+    },
     /// `CPU_OFF`: stop the calling vCPU.
     CpuOff,
+    /// `MIGRATE_INFO_TYPE`.
+    MigrateInfoType,
     /// `AFFINITY_INFO`: the state of `target`.
     AffinityInfo {
         /// Target MPIDR (affinity fields).
@@ -154,6 +179,10 @@ pub const fn decode(regs: &[u64; 4]) -> Call {
             context: a3,
         },
         fid::CPU_OFF => PsciCall::CpuOff,
+        fid::CPU_SUSPEND_32 | fid::CPU_SUSPEND_64 => PsciCall::CpuSuspend {
+            power_state: a1 as u32,
+        },
+        fid::MIGRATE_INFO_TYPE => PsciCall::MigrateInfoType,
         fid::AFFINITY_INFO_32 | fid::AFFINITY_INFO_64 => PsciCall::AffinityInfo {
             target: a1,
             lowest_level: a2,
@@ -165,10 +194,15 @@ pub const fn decode(regs: &[u64; 4]) -> Call {
 }
 
 /// What `PSCI_FEATURES` answers for `fid`: [`ret::SUCCESS`] for a function
-/// in the ABI table (both SMC32 and SMC64 ids where both exist),
-/// [`ret::NOT_SUPPORTED`] otherwise.
+/// in the ABI table (both SMC32 and SMC64 ids where both exist) and for
+/// `SMCCC_VERSION`; for `CPU_SUSPEND` its flags, 0 (the original
+/// power-state format, no OS-initiated mode); [`ret::NOT_SUPPORTED`]
+/// otherwise.
 #[must_use]
 pub const fn features(fid: u32) -> i64 {
+    if fid == SMCCC_VERSION {
+        return ret::SUCCESS;
+    }
     let mut i = 0;
     while i < fid::ALL.len() {
         if fid::ALL[i] == fid {
@@ -193,6 +227,8 @@ impl fmt::Display for PsciCall {
                 "CPU_ON(target {target:#x}, entry {entry:#x}, context {context:#x})"
             ),
             Self::CpuOff => f.write_str("CPU_OFF"),
+            Self::CpuSuspend { power_state } => write!(f, "CPU_SUSPEND({power_state:#x})"),
+            Self::MigrateInfoType => f.write_str("MIGRATE_INFO_TYPE"),
             Self::AffinityInfo {
                 target,
                 lowest_level,
@@ -264,6 +300,32 @@ mod tests {
     }
 
     #[test]
+    fn psci_1_1_calls() {
+        assert_eq!(
+            call([0x8400_0001, HIGH | 0x1_0000, 0x4000_0000, 0]),
+            Call::Psci(PsciCall::CpuSuspend {
+                power_state: 0x1_0000
+            })
+        );
+        assert_eq!(
+            call([0xc400_0001, 0x2, 0, 0]),
+            Call::Psci(PsciCall::CpuSuspend { power_state: 2 })
+        );
+        assert_eq!(
+            call([0x8400_0006, 0, 0, 0]),
+            Call::Psci(PsciCall::MigrateInfoType)
+        );
+        // SMCCC_VERSION is not a PSCI call, but PSCI_FEATURES reports it.
+        assert_eq!(features(0x8000_0000), ret::SUCCESS);
+        assert_eq!(
+            call([0x8000_0000, 0, 0, 0]),
+            Call::Unknown { fid: 0x8000_0000 }
+        );
+        assert_eq!(VERSION_1_1, 0x1_0001);
+        assert_eq!(MIGRATE_INFO_NONE, 2);
+    }
+
+    #[test]
     fn smc32_arguments_are_truncated() {
         assert_eq!(
             call([0x8400_0003, HIGH | 2, HIGH | 0x4008_0000, HIGH | 9]),
@@ -310,18 +372,17 @@ mod tests {
     #[test]
     fn unknown_functions() {
         for fid in [
-            0x8400_0001u32, // CPU_SUSPEND: not implemented
-            0xc400_0001,
-            0x8400_0005, // MIGRATE
-            0x8400_0006, // MIGRATE_INFO_TYPE
+            0x8400_0005u32, // MIGRATE
+            0xc400_0005,
+            0x8400_0007, // MIGRATE_INFO_UP_CPU
             0x8400_000c, // CPU_DEFAULT_SUSPEND
+            0x8400_000e, // SYSTEM_SUSPEND
             0x8400_0012, // SYSTEM_RESET2
             0xc400_0000, // VERSION has no SMC64 id
             0xc400_0002,
             0xc400_0008,
             0xc400_0009,
             0xc400_000a,
-            0x8000_0000, // SMCCC_VERSION
             0x8000_8000, // SMCCC_ARCH_WORKAROUND_1
             0,
             u32::MAX,
@@ -343,6 +404,9 @@ mod tests {
             0xc400_0004,
             0x8400_0008,
             0x8400_0009,
+            0x8400_0001,
+            0xc400_0001,
+            0x8400_0006,
         ] {
             assert_eq!(features(fid), ret::SUCCESS, "{fid:#x}");
             // And each one decodes to a PSCI call.
@@ -352,7 +416,6 @@ mod tests {
 
     #[test]
     fn constants() {
-        assert_eq!(VERSION_1_0, 0x0001_0000);
         assert_eq!(
             [
                 ret::SUCCESS,
@@ -404,7 +467,9 @@ mod tests {
                 Call::Psci(_) => prop_assert_eq!(features(fid), ret::SUCCESS),
                 Call::Unknown { fid: f } => {
                     prop_assert_eq!(f, fid);
-                    prop_assert_eq!(features(fid), ret::NOT_SUPPORTED);
+                    if fid != SMCCC_VERSION {
+                        prop_assert_eq!(features(fid), ret::NOT_SUPPORTED);
+                    }
                 }
             }
         }

@@ -128,6 +128,11 @@ impl Requests {
         self.mode.store(OUTSIDE, SeqCst);
     }
 
+    /// Withdraws requests `bits` (those nobody must act on any more).
+    pub fn clear(&self, bits: u32) {
+        self.pending.fetch_and(!bits, SeqCst);
+    }
+
     /// Takes (and clears) the pending requests.
     pub fn take(&self) -> u32 {
         self.pending.swap(0, SeqCst)

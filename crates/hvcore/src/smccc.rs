@@ -56,8 +56,13 @@ pub mod fid {
 /// `SMCCC_VERSION`'s answer: 1.1.
 pub const VERSION_1_1: i64 = 0x1_0001;
 
-/// `SMCCC_ARCH_FEATURES` for a workaround the CPU does not need.
+/// `SMCCC_ARCH_FEATURES` for a workaround the CPU does not need
+/// (`WORKAROUND_2`'s answer for an unaffected CPU).
 pub const NOT_REQUIRED: i64 = -2;
+
+/// `SMCCC_ARCH_FEATURES` for `WORKAROUND_1` or `_3` on a CPU that is not
+/// affected.
+pub const UNAFFECTED: i64 = 1;
 
 /// A decoded Arm architecture call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,14 +102,76 @@ pub const fn decode_arch(regs: &[u64; 4]) -> ArchCall {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Workarounds(pub [i64; 3]);
 
+/// What decides the workarounds: the CPU's own ID registers, and what the
+/// firmware below the hypervisor answered to `SMCCC_ARCH_FEATURES`
+/// (`NOT_SUPPORTED` for each if it has no SMCCC 1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuFacts {
+    /// `ID_AA64PFR0_EL1.CSV2` (bits 59:56): 1 or more, branch targets
+    /// cannot be trained across contexts (Spectre v2 does not apply); 3,
+    /// nor branch history (Spectre-BHB).
+    pub csv2: u8,
+    /// `ID_AA64PFR1_EL1.SSBS` (bits 7:4) non-zero: the guest controls
+    /// speculative store bypass itself.
+    pub ssbs: bool,
+    /// `ID_AA64MMFR1_EL1.ECBHB` (bits 63:60) non-zero: branch history is
+    /// cleared on exception entry (Spectre-BHB does not apply).
+    pub ecbhb: bool,
+    /// The firmware's answers for `WORKAROUND_1` to `_3`.
+    pub firmware: [i64; 3],
+}
+
 impl Workarounds {
     /// No workaround is available.
     pub const NONE: Self = Self([ret::NOT_SUPPORTED; 3]);
+
+    /// What a guest is told, as Linux KVM decides it: a CPU the ID
+    /// registers show unaffected says so ([`UNAFFECTED`], or
+    /// [`NOT_REQUIRED`] for `WORKAROUND_2`); else the firmware's
+    /// mitigation is offered where it has one (the guest's call is passed
+    /// to it); else `NOT_SUPPORTED` (vulnerable, as on bare hardware with
+    /// that firmware). With SSBS the guest mitigates store bypass itself:
+    /// `WORKAROUND_2` is `NOT_SUPPORTED`.
+    #[must_use]
+    pub const fn decide(facts: &CpuFacts) -> Self {
+        const fn offered(answer: i64) -> i64 {
+            if answer == ret::SUCCESS {
+                ret::SUCCESS
+            } else {
+                ret::NOT_SUPPORTED
+            }
+        }
+        let wa1 = if facts.csv2 >= 1 {
+            UNAFFECTED
+        } else {
+            offered(facts.firmware[0])
+        };
+        let wa2 = if facts.ssbs {
+            ret::NOT_SUPPORTED
+        } else if facts.firmware[1] == NOT_REQUIRED {
+            NOT_REQUIRED
+        } else {
+            offered(facts.firmware[1])
+        };
+        let wa3 = if facts.ecbhb || facts.csv2 >= 3 {
+            UNAFFECTED
+        } else {
+            offered(facts.firmware[2])
+        };
+        Self([wa1, wa2, wa3])
+    }
+
+    /// Whether a guest's `WORKAROUND_n` call goes to the firmware (it
+    /// was offered because the firmware has it).
+    #[must_use]
+    pub const fn forwarded(&self, n: u8) -> bool {
+        n >= 1 && n <= 3 && self.0[(n - 1) as usize] == ret::SUCCESS
+    }
 }
 
 /// Answers an architecture call: the value for `x0`. A workaround call
-/// itself returns 0 when offered (the hypervisor's exit already is the
-/// barrier the guest asked for) and `NOT_SUPPORTED` otherwise.
+/// itself returns 0 when offered (the caller has passed it to the
+/// firmware, [`Workarounds::forwarded`]) and `NOT_SUPPORTED` otherwise.
 #[must_use]
 pub const fn answer_arch(call: ArchCall, w: &Workarounds) -> i64 {
     match call {
@@ -144,6 +211,60 @@ mod tests {
         assert_eq!(service(0x0400_0000), Service::Other, "a yielding call");
         assert_eq!(service(0x8500_0000), Service::Other, "standard hypervisor");
         assert_eq!(service(0xc200_0000), Service::Other, "SiP");
+    }
+
+    #[test]
+    fn workarounds_as_the_cpu_warrants() {
+        let none = [ret::NOT_SUPPORTED; 3];
+        // QEMU's cortex-a72: nothing in the ID registers, no SMCCC 1.1
+        // firmware: vulnerable, as Linux on bare QEMU finds it.
+        let a72 = CpuFacts {
+            csv2: 0,
+            ssbs: false,
+            ecbhb: false,
+            firmware: none,
+        };
+        assert_eq!(Workarounds::decide(&a72), Workarounds::NONE);
+        // The firmware mitigates: offered, and forwarded.
+        let fw = CpuFacts {
+            firmware: [0, 0, 0],
+            ..a72
+        };
+        let w = Workarounds::decide(&fw);
+        assert_eq!(w, Workarounds([0, 0, 0]));
+        assert!(w.forwarded(1) && w.forwarded(2) && w.forwarded(3));
+        assert!(!w.forwarded(0) && !w.forwarded(4));
+        // -cpu max: CSV2 3, SSBS, ECBHB.
+        let max = CpuFacts {
+            csv2: 3,
+            ssbs: true,
+            ecbhb: true,
+            firmware: none,
+        };
+        let w = Workarounds::decide(&max);
+        assert_eq!(w, Workarounds([UNAFFECTED, ret::NOT_SUPPORTED, UNAFFECTED]));
+        assert!(!w.forwarded(1) && !w.forwarded(3));
+        // CSV2 1 only: v2 unaffected, BHB not; firmware says store bypass
+        // needs nothing.
+        let csv2 = CpuFacts {
+            csv2: 1,
+            firmware: [ret::NOT_SUPPORTED, NOT_REQUIRED, ret::NOT_SUPPORTED],
+            ..a72
+        };
+        assert_eq!(
+            Workarounds::decide(&csv2),
+            Workarounds([UNAFFECTED, NOT_REQUIRED, ret::NOT_SUPPORTED])
+        );
+        // ECBHB alone covers BHB; an odd firmware answer is not an offer.
+        let odd = CpuFacts {
+            ecbhb: true,
+            firmware: [5, 1, 0],
+            ..a72
+        };
+        assert_eq!(
+            Workarounds::decide(&odd),
+            Workarounds([ret::NOT_SUPPORTED, ret::NOT_SUPPORTED, UNAFFECTED])
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub const USAGE: u8 = 64;
 /// fault that cannot be served, an exception vector that cannot be
 /// fetched).
 pub const VM_STOPPED: u8 = 65;
-/// A VM asked for `SYSTEM_RESET` while `reset=exit` was given.
+/// A VM asked for `SYSTEM_RESET` when `reset=` allowed no more reboots.
 pub const VM_RESET: u8 = 66;
 /// Every vCPU of a VM turned itself off (`CPU_OFF`), none left to end it.
 pub const NO_VCPU: u8 = 67;
@@ -56,7 +56,10 @@ pub const STATUSES: [(&str, &str); 11] = [
         "65",
         "the hypervisor stopped a VM (a guest that cannot go on)",
     ),
-    ("66", "a VM asked for `SYSTEM_RESET` under `reset=exit`"),
+    (
+        "66",
+        "a VM asked for `SYSTEM_RESET` past its `reset=` limit (`exit`: at once)",
+    ),
     ("67", "every vCPU of a VM called `CPU_OFF`"),
     ("68", "a job on a VM failed (the migration's copy)"),
     ("69", "ended from the console (`Ctrl-A x`)"),
@@ -76,6 +79,8 @@ pub enum Failure {
     /// A vCPU's exception vector could not be fetched: each exception
     /// taken there takes another (a real CPU locks up).
     VectorLockup,
+    /// Its reboot could not reload it.
+    Reboot,
 }
 
 impl fmt::Display for Failure {
@@ -83,6 +88,7 @@ impl fmt::Display for Failure {
         f.write_str(match self {
             Self::Stage2Fault => "a stage-2 fault could not be served",
             Self::VectorLockup => "an exception vector could not be fetched (the vCPU locked up)",
+            Self::Reboot => "its reboot could not reload it",
         })
     }
 }
@@ -93,7 +99,8 @@ impl fmt::Display for Failure {
 pub enum VmEnd {
     /// A vCPU called `SYSTEM_OFF` with this status (`x1`).
     PoweredOff(u64),
-    /// A vCPU called `SYSTEM_RESET` and `reset=exit` was given.
+    /// A vCPU called `SYSTEM_RESET` and `reset=` allowed no (more)
+    /// reboots.
     Reset,
     /// Every vCPU called `CPU_OFF`.
     NoVcpu,
@@ -121,7 +128,7 @@ impl fmt::Display for VmEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::PoweredOff(status) => write!(f, "powered off with status {status}"),
-            Self::Reset => f.write_str("asked for a reset, which ends it (reset=exit)"),
+            Self::Reset => f.write_str("asked for a reset, which ends it (reset=: no reboot left)"),
             Self::NoVcpu => {
                 f.write_str("every vCPU turned itself off (CPU_OFF): none is left to run it")
             }

@@ -3,6 +3,7 @@
 pub mod bench_profile;
 pub mod bench_ratios;
 pub mod bench_table;
+pub mod cpio;
 pub mod deps;
 pub mod diff;
 pub mod json;

@@ -3,6 +3,7 @@
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
+use xtask::cpio::{self, Entry};
 use xtask::{bench_profile, bench_ratios, bench_table};
 
 const USAGE: &str = "\
@@ -22,6 +23,13 @@ usage: cargo xtask <subcommand> [args...]
       with --check, exit 1 if a headline ratio is below 1.5 (or missing).
   text-range ELF
       The hypervisor's text as QEMU's -dfilter takes it (0xSTART..0xEND).
+  initramfs -o OUT [--dir PATH | --file PATH=HOSTFILE | --symlink PATH=TARGET |
+            --chardev PATH=MAJOR:MINOR]...
+      A cpio (newc) initramfs with these entries, in order (a file keeps its host
+      permissions; directories 0755, device nodes 0600; owner root).
+  bundle -o OUT [--vm N] --kernel FILE [--initrd FILE] [--vm N --kernel FILE...]
+      The guest bundle the hypervisor takes as QEMU's -initrd (hvcore::bundle): a kernel and
+      an initramfs for each VM (--vm sets the VM of the parts after it; default 0).
   deps [--rules FILE] SRC_DIR
       The module graph of the crate whose sources are under SRC_DIR: printed, then checked.
       Exit 1 if modules use each other in a cycle, or (with --rules) a layer uses one the
@@ -39,6 +47,8 @@ fn main() {
         "bench-ratios" => bench_ratios_cmd(args),
         "text-range" => text_range_cmd(args),
         "deps" => deps_cmd(args),
+        "initramfs" => initramfs_cmd(args),
+        "bundle" => bundle_cmd(args),
         "help" | "--help" | "-h" => {
             print(USAGE);
             0
@@ -322,4 +332,160 @@ fn collect_rs(dir: &Path, rel: &Path, out: &mut Vec<(PathBuf, String)>) -> std::
         }
     }
     Ok(())
+}
+
+/// `FLAG VALUE` pairs of a command line, in order.
+fn pairs<'a>(cmd: &str, args: &'a [String]) -> Vec<(&'a str, &'a str)> {
+    if !args.len().is_multiple_of(2) {
+        usage_error(&format!("{cmd}: every option takes a value"));
+    }
+    args.chunks(2)
+        .map(|p| (p[0].as_str(), p[1].as_str()))
+        .collect()
+}
+
+fn split_eq<'a>(cmd: &str, flag: &str, value: &'a str) -> (&'a str, &'a str) {
+    value
+        .split_once('=')
+        .unwrap_or_else(|| usage_error(&format!("{cmd}: {flag} {value}: expected PATH=VALUE")))
+}
+
+fn read_file(who: &str, path: &str) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("{who}: {path}: {e}");
+            None
+        }
+    }
+}
+
+fn write_file(who: &str, path: &str, bytes: &[u8]) -> i32 {
+    match std::fs::write(path, bytes) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{who}: writing {path}: {e}");
+            1
+        }
+    }
+}
+
+fn initramfs_cmd(args: &[String]) -> i32 {
+    use std::os::unix::fs::PermissionsExt;
+    const WHO: &str = "initramfs";
+    let mut out = None;
+    let mut entries = Vec::new();
+    for (flag, value) in pairs(WHO, args) {
+        match flag {
+            "-o" => out = Some(value),
+            "--dir" => entries.push(Entry::Dir {
+                path: value.to_string(),
+                mode: 0o755,
+            }),
+            "--file" => {
+                let (path, host) = split_eq(WHO, flag, value);
+                let Some(data) = read_file(WHO, host) else {
+                    return 1;
+                };
+                let mode = std::fs::metadata(host).map_or(0o644, |m| m.permissions().mode());
+                entries.push(Entry::File {
+                    path: path.to_string(),
+                    mode,
+                    data,
+                });
+            }
+            "--symlink" => {
+                let (path, target) = split_eq(WHO, flag, value);
+                entries.push(Entry::Symlink {
+                    path: path.to_string(),
+                    target: target.to_string(),
+                });
+            }
+            "--chardev" => {
+                let (path, dev) = split_eq(WHO, flag, value);
+                let nums = dev
+                    .split_once(':')
+                    .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+                let Some((major, minor)) = nums else {
+                    usage_error(&format!(
+                        "{WHO}: --chardev {value}: expected PATH=MAJOR:MINOR"
+                    ))
+                };
+                entries.push(Entry::CharDev {
+                    path: path.to_string(),
+                    mode: 0o600,
+                    major,
+                    minor,
+                });
+            }
+            other => usage_error(&format!("{WHO}: unknown option {other}")),
+        }
+    }
+    let Some(out) = out else {
+        usage_error("initramfs needs -o OUT")
+    };
+    match cpio::write(&entries) {
+        Ok(bytes) => write_file(WHO, out, &bytes),
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+fn bundle_cmd(args: &[String]) -> i32 {
+    use hvcore::bundle::{self, Kind};
+    const WHO: &str = "bundle";
+    let mut out = None;
+    let mut vm = 0u32;
+    let mut parts: Vec<(Kind, u32, Vec<u8>)> = Vec::new();
+    for (flag, value) in pairs(WHO, args) {
+        let kind = match flag {
+            "-o" => {
+                out = Some(value);
+                continue;
+            }
+            "--vm" => {
+                vm = value.parse().unwrap_or_else(|_| {
+                    usage_error(&format!("{WHO}: --vm {value}: expected a number"))
+                });
+                continue;
+            }
+            "--kernel" => Kind::Kernel,
+            "--initrd" => Kind::Initrd,
+            other => usage_error(&format!("{WHO}: unknown option {other}")),
+        };
+        let Some(bytes) = read_file(WHO, value) else {
+            return 1;
+        };
+        parts.push((kind, vm, bytes));
+    }
+    let Some(out) = out else {
+        usage_error("bundle needs -o OUT")
+    };
+    if parts.len() > bundle::MAX_PARTS {
+        eprintln!(
+            "{WHO}: {} parts, at most {}",
+            parts.len(),
+            bundle::MAX_PARTS
+        );
+        return 1;
+    }
+    let refs: Vec<(Kind, u32, &[u8])> = parts
+        .iter()
+        .map(|(k, v, b)| (*k, *v, b.as_slice()))
+        .collect();
+    let blob = bundle::write(&refs);
+    // What the hypervisor will read: refuse here what it would refuse.
+    match bundle::Bundle::parse(&blob) {
+        Ok(b) if b.part(0, Kind::Kernel).is_some() => write_file(WHO, out, &blob),
+        Ok(_) => {
+            eprintln!("{WHO}: no --kernel for VM 0");
+            1
+        }
+        Err(e) => {
+            eprintln!("{WHO}: {e}");
+            1
+        }
+    }
 }

@@ -18,8 +18,21 @@ fn expect(what: &str, got: i64, want: i64, name: &str) {
 
 fn main(p: &Platform) {
     let me = cpu::mpidr() & 0xff_00ff_ffff;
-    expect("VERSION", i64::from(psci::version()), 0x1_0000, "1.0");
+    expect("VERSION", i64::from(psci::version()), 0x1_0001, "1.1");
     expect("FEATURES(CPU_ON)", psci::features(CPU_ON), 0, "0");
+    expect("FEATURES(CPU_SUSPEND)", psci::features(0x8400_0001), 0, "0");
+    expect(
+        "FEATURES(SMCCC_VERSION)",
+        psci::features(0x8000_0000),
+        0,
+        "0",
+    );
+    // SAFETY: MIGRATE_INFO_TYPE and SMCCC_VERSION only answer.
+    let got = unsafe { psci::hvc(0x8400_0006, 0, 0, 0) } as i64;
+    expect("MIGRATE_INFO_TYPE", got, 2, "2 (no Trusted OS)");
+    // SAFETY: as above.
+    let got = unsafe { psci::hvc(0x8000_0000, 0, 0, 0) } as i64;
+    expect("SMCCC_VERSION", got, 0x1_0001, "1.1");
     expect(
         "FEATURES(0x840000ff)",
         psci::features(0x8400_00ff),

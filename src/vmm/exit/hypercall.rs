@@ -1,7 +1,7 @@
 //! A guest's `HVC`: routed by SMCCC service to the Arm architecture calls, PSCI, or the vendor-specific hypervisor service a job installed; the result goes to `x0`.
 
 use hvcore::psci::ret;
-use hvcore::smccc::{self, Service};
+use hvcore::smccc::{self, ArchCall, Service};
 use log::debug;
 
 use super::super::running::{ExitAction, Running};
@@ -32,10 +32,18 @@ fn standard(run: &mut Running<'_>, service: Service, fid: u32) -> ExitAction {
             psci::call(run, &args)
                 .unwrap_or_else(|| (unknown(run.vm, run.vcpu, fid), ExitAction::Resume))
         }
-        Service::Arch => (
-            smccc::answer_arch(smccc::decode_arch(&run.regs().args4()), &run.vm.workarounds),
-            ExitAction::Resume,
-        ),
+        Service::Arch => {
+            let call = smccc::decode_arch(&run.regs().args4());
+            if let ArchCall::Workaround(n) = call {
+                if run.vm.workarounds.forwarded(n) {
+                    psci::firmware_workaround(n);
+                }
+            }
+            (
+                smccc::answer_arch(call, &run.vm.workarounds),
+                ExitAction::Resume,
+            )
+        }
         Service::Other => (unknown(run.vm, run.vcpu, fid), ExitAction::Resume),
     };
     run.regs().x[0] = result as u64;

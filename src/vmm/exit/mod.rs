@@ -19,9 +19,11 @@ mod psci;
 mod sysreg;
 mod wfx;
 
-use super::irq;
 use super::running::{ExitAction, Running};
 use super::stats::ExitReason;
+use super::vcpu::Vcpu;
+use super::vm::Vm;
+use super::{console, irq};
 use crate::arch::exception::{self, Kind, Vector};
 use crate::arch::gic;
 
@@ -58,8 +60,7 @@ fn asynchronous(run: &mut Running<'_>, vector: Vector) -> ExitAction {
     match vector.kind {
         Kind::Irq => {
             stats.exit(ExitReason::Irq);
-            let (vm, vcpu) = (run.vm, run.vcpu);
-            gic::handle_irqs(|intid| irq::forward_hw(vm, vcpu, intid));
+            take_irqs(run.vm, run.vcpu);
             ExitAction::Resume
         }
         _ => {
@@ -69,6 +70,16 @@ fn asynchronous(run: &mut Running<'_>, vector: Vector) -> ExitAction {
             ExitAction::Resume
         }
     }
+}
+
+/// Takes the physical interrupts pending at this CPU, which runs `vcpu`:
+/// the console's input, or one for the vCPU (its timers).
+pub fn take_irqs(vm: &Vm, vcpu: &Vcpu) {
+    gic::handle_irqs(|intid| {
+        if !console::host_irq(intid) {
+            irq::forward_hw(vm, vcpu, intid);
+        }
+    });
 }
 
 /// Every synchronous exit but a hypercall or a data abort.

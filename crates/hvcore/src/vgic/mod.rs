@@ -527,6 +527,18 @@ impl Vgic {
         hw
     }
 
+    /// The distributor back to reset, for a VM that reboots: every SPI
+    /// disabled, idle, low and routed to vCPU 0, both groups off. Call
+    /// while no vCPU runs (no SPI is in a list register); the private
+    /// interrupts reset with each vCPU ([`Vgic::reset_vcpu`]).
+    pub fn reset_dist(&mut self) {
+        let fresh = Self::new(self.cpus.len(), self.nr_lrs);
+        self.group_enabled = fresh.group_enabled;
+        self.spis = fresh.spis;
+        self.routes = fresh.routes;
+        self.hot_spis = 0;
+    }
+
     /// How many list registers a vCPU may use.
     #[must_use]
     pub fn nr_lrs(&self) -> usize {
