@@ -165,6 +165,111 @@ guest_tests() {
         "vm: guest image of" "does not fit in the" -- --guest "$TEST_LOG_DIR/big.img" --mem 4M
 }
 
+# Linux: Debian's stock arm64 kernel and a busybox initramfs (fetched once
+# into target/linux/ by scripts/linux.sh), unmodified, through run.sh
+# --linux. guests/linux/init prints the marker, runs a workload on every
+# CPU, lists /proc/interrupts and powers off (hyp.init=test); cargo xtask
+# linux-check reads the log (docs/testing.md says what it checks).
+LINUX_TIMEOUT="${LINUX_TIMEOUT:-240}"
+
+linux_boot_test() {
+    local cpus="$1" name log status=0 why="" check
+    name="smoke: Linux to userspace on $cpus vCPU(s): marker, workload, timer and IPIs on every CPU, clean log"
+    log="$(log_path "$name")"
+    HYP_NO_BUILD=1 RUN_TIMEOUT="$LINUX_TIMEOUT" "$root/scripts/run.sh" --linux --smp "$cpus" \
+        --guest-args "hyp.init=test" -append "log=info reset=exit" </dev/null >"$log" 2>&1 || status=$?
+    [[ $status == 0 ]] || why="exit status $status, expected 0"
+    if ! check="$(cd "$root" && cargo xtask linux-check --cpus "$cpus" --min-mem-kb 400000 "$log" 2>&1)"; then
+        why="${why:+$why; }${check//$'\n'/; }"
+    fi
+    verdict "$name" "$why" "$log"
+    [[ -n "$why" ]] || echo "    $check"
+}
+
+# The console: commands typed on QEMU's standard input reach the guest's
+# shell through the physical UART's interrupt and the emulated PL011, and
+# Ctrl-A x ends the run (status 69). Each line is sent once the previous
+# answer is in the log; the answers are computed by the guest, so an echo of
+# the typed line cannot pass for them.
+linux_console_test() {
+    local name="smoke: Linux interactive shell: typed commands run, Ctrl-A x ends the run (69)"
+    local log status=0 why="" fifo pattern
+    log="$(log_path "$name")"
+    fifo="$TEST_LOG_DIR/console.fifo"
+    rm -f "$fifo" && mkfifo "$fifo"
+    : >"$log"
+    # wait_for TEXT: until the log has TEXT (fixed string), at most 200 s.
+    wait_for() {
+        local i
+        for ((i = 0; i < 2000; i++)); do
+            grep -qF -- "$1" "$log" && return 0
+            sleep 0.1
+        done
+        return 1
+    }
+    (
+        exec 3>"$fifo"
+        wait_for "linux-guest: shell on the console" || exit 0
+        sleep 1
+        printf 'echo typed-$((6 * 7))\r' >&3
+        wait_for "typed-42" || exit 0
+        printf 'grep -c ^processor /proc/cpuinfo | sed s/^/cpus-/\r' >&3
+        wait_for "cpus-2" || exit 0
+        printf '\001x' >&3
+    ) &
+    local typist=$!
+    HYP_NO_BUILD=1 RUN_TIMEOUT="$LINUX_TIMEOUT" "$root/scripts/run.sh" --linux \
+        --guest-args "quiet" <"$fifo" >"$log" 2>&1 || status=$?
+    wait "$typist" 2>/dev/null
+    rm -f "$fifo"
+    [[ $status == 69 ]] || why="exit status $status, expected 69"
+    for pattern in "typed-42" "cpus-2" "console: Ctrl-A x: ending the run" "vm0: ended from the console"; do
+        grep -qF -- "$pattern" "$log" || why="${why:+$why; }missing output: $pattern"
+    done
+    verdict "$name" "$why" "$log"
+}
+
+# SYSTEM_RESET reboots the VM: with reset=2 a guest that reboots at once
+# boots three times (userspace each time), and the third reset ends it (66).
+linux_reboot_test() {
+    local name="smoke: Linux reboot: SYSTEM_RESET reloads the VM, reset=2 allows two, then 66"
+    local log status=0 why="" boots resets
+    log="$(log_path "$name")"
+    HYP_NO_BUILD=1 RUN_TIMEOUT="$LINUX_TIMEOUT" "$root/scripts/run.sh" --linux \
+        --guest-args "hyp.init=reboot quiet" -append "log=info reset=2" </dev/null >"$log" 2>&1 || status=$?
+    [[ $status == 66 ]] || why="exit status $status, expected 66"
+    boots="$(grep -c "linux-guest: userspace up: nproc 2" "$log")"
+    resets="$(grep -c "SYSTEM_RESET: rebooting the VM" "$log")"
+    [[ $boots == 3 ]] || why="${why:+$why; }$boots boots to userspace, expected 3"
+    [[ $resets == 2 ]] || why="${why:+$why; }$resets reboots, expected 2"
+    grep -qF "SYSTEM_RESET: the VM ends (reset=: no reboot left)" "$log" ||
+        why="${why:+$why; }missing output: the third reset ending the VM"
+    verdict "$name" "$why" "$log"
+}
+
+linux_tests() {
+    local n fetch_log="$TEST_LOG_DIR/linux-fetch.log"
+    if ! "$root/scripts/linux.sh" >"$fetch_log" 2>&1; then
+        fail "smoke: Linux guest" "scripts/linux.sh could not fetch the kernel and busybox (log: $fetch_log)"
+        tail -n 10 "$fetch_log" | sed 's/^/    | /'
+        return
+    fi
+    for n in 1 2 4; do
+        linux_boot_test "$n"
+    done
+    linux_console_test
+    linux_reboot_test
+    # rdinit=/nope: no init in the initramfs, no root device: the kernel
+    # panics ("Unable to mount root fs"); with
+    # panic=-1 (run.sh --linux's default) it asks for SYSTEM_RESET, which
+    # reset=exit turns into the end of the run: non-zero, and the log says why.
+    SMOKE_TIMEOUT="$LINUX_TIMEOUT" boot_test "Linux: a guest kernel panic ends the run with 66 and says why" 66 \
+        "Kernel panic - not syncing: VFS: Unable to mount root fs" \
+        "SYSTEM_RESET: the VM ends (reset=: no reboot left)" \
+        "vm0: asked for a reset, which ends it" "NOT:linux-guest: userspace up" \
+        -- --linux --guest-args "rdinit=/nope quiet" -append "log=info reset=exit"
+}
+
 # scripts/bench.sh itself: both runs twice, identical counts, every row of
 # its table present (values are not checked).
 bench_script_test() {
@@ -256,6 +361,7 @@ smoke_tests() {
 
     head -c 4194304 /dev/urandom >"$TEST_LOG_DIR/big.img"
     guest_tests
+    linux_tests
     bench_script_test
 }
 

@@ -7,6 +7,7 @@ pub mod cpio;
 pub mod deps;
 pub mod diff;
 pub mod json;
+pub mod linux_check;
 pub mod pyfmt;
 
 /// The hypervisor text's address range, as QEMU's `-dfilter` takes it (`0xSTART..0xEND`), from

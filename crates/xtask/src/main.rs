@@ -30,6 +30,11 @@ usage: cargo xtask <subcommand> [args...]
   bundle -o OUT [--vm N] --kernel FILE [--initrd FILE] [--vm N --kernel FILE...]
       The guest bundle the hypervisor takes as QEMU's -initrd (hvcore::bundle): a kernel and
       an initramfs for each VM (--vm sets the VM of the parts after it; default 0).
+  linux-check --cpus N --min-mem-kb KB LOG
+      The Linux smoke tests' checks of a run's console log (guests/linux/init, hyp.init=test):
+      the marker with nproc and MemTotal, the workload, timer interrupts and IPIs on every CPU
+      in /proc/interrupts, no Oops/BUG/WARNING/Call trace. Prints the counts; exit 1 with one
+      line per failed check.
   deps [--rules FILE] SRC_DIR
       The module graph of the crate whose sources are under SRC_DIR: printed, then checked.
       Exit 1 if modules use each other in a cycle, or (with --rules) a layer uses one the
@@ -49,6 +54,7 @@ fn main() {
         "deps" => deps_cmd(args),
         "initramfs" => initramfs_cmd(args),
         "bundle" => bundle_cmd(args),
+        "linux-check" => linux_check_cmd(args),
         "help" | "--help" | "-h" => {
             print(USAGE);
             0
@@ -485,6 +491,49 @@ fn bundle_cmd(args: &[String]) -> i32 {
         }
         Err(e) => {
             eprintln!("{WHO}: {e}");
+            1
+        }
+    }
+}
+
+fn linux_check_cmd(args: &[String]) -> i32 {
+    use xtask::linux_check::{check, Expect};
+    const WHO: &str = "linux-check";
+    let (Some((log, opts)), true) = (args.split_last(), args.len() % 2 == 1) else {
+        usage_error("linux-check needs --cpus N --min-mem-kb KB LOG")
+    };
+    let (mut cpus, mut min_mem_kb) = (None, None);
+    for (flag, value) in pairs(WHO, opts) {
+        let n: u64 = value
+            .parse()
+            .unwrap_or_else(|_| usage_error(&format!("{WHO}: {flag} {value}: expected a number")));
+        match flag {
+            "--cpus" => cpus = Some(n as usize),
+            "--min-mem-kb" => min_mem_kb = Some(n),
+            other => usage_error(&format!("{WHO}: unknown option {other}")),
+        }
+    }
+    let (Some(cpus), Some(min_mem_kb)) = (cpus, min_mem_kb) else {
+        usage_error("linux-check needs --cpus N --min-mem-kb KB LOG")
+    };
+    let Some(bytes) = read_file(WHO, log) else {
+        return 1;
+    };
+    match check(
+        &String::from_utf8_lossy(&bytes),
+        Expect { cpus, min_mem_kb },
+    ) {
+        Ok(f) => {
+            print(&format!(
+                "linux-check: nproc {cpus}, MemTotal {} kB, timer interrupts per CPU {:?}, IPIs per CPU {:?}\n",
+                f.mem_kb, f.timer, f.ipis
+            ));
+            0
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("linux-check: {e}");
+            }
             1
         }
     }
