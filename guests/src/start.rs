@@ -16,9 +16,10 @@
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
 
+use crate::console;
 use crate::cpu::MAX_CPUS;
 use crate::dt::Platform;
-use crate::{console, fail};
+use crate::fail;
 
 /// Stack bytes per vCPU.
 pub const STACK_SIZE: usize = 16 * 1024;
