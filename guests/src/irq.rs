@@ -7,7 +7,7 @@
 //! its INTID. A vCPU takes IRQs only once it unmasks them
 //! ([`cpu::irq_unmask`]); with no handler registered an IRQ fails the run.
 //!
-//! Nesting ([`set_nesting`]): the handler runs with IRQs unmasked, so an
+//! Nesting ([`set_nesting`], per vCPU): the handler runs with IRQs unmasked, so an
 //! interrupt of higher priority than the running one (`ICC_RPR_EL1`, the
 //! acknowledged interrupt's priority) preempts it, entering the vector again
 //! on the same stack; the GIC holds back anything of the same or lower
@@ -30,7 +30,10 @@ use crate::gic;
 pub type Handler = fn(intid: u32);
 
 static HANDLER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
-static NESTING: AtomicBool = AtomicBool::new(false);
+#[allow(clippy::declare_interior_mutable_const)]
+const OFF: AtomicBool = AtomicBool::new(false);
+/// Per vCPU: whether its handlers run with IRQs unmasked.
+static NESTING: [AtomicBool; MAX_CPUS] = [OFF; MAX_CPUS];
 
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
@@ -44,10 +47,10 @@ pub fn set_handler(handler: Handler) {
     HANDLER.store(handler as *mut (), Ordering::Release);
 }
 
-/// Whether handlers run with IRQs unmasked, so a higher-priority interrupt
-/// preempts them (every vCPU).
+/// Whether this vCPU's handlers run with IRQs unmasked, so a
+/// higher-priority interrupt preempts them (per vCPU: others keep theirs).
 pub fn set_nesting(on: bool) {
-    NESTING.store(on, Ordering::Release);
+    NESTING[cpu::id()].store(on, Ordering::Relaxed);
 }
 
 fn bump(counter: &AtomicU64) -> u64 {
@@ -103,7 +106,7 @@ pub(crate) fn handle() {
     if depth > MAX_DEPTH[me].load(Ordering::Relaxed) {
         MAX_DEPTH[me].store(depth, Ordering::Relaxed);
     }
-    if NESTING.load(Ordering::Relaxed) {
+    if NESTING[me].load(Ordering::Relaxed) {
         cpu::irq_unmask();
         handler(intid);
         cpu::irq_mask();
