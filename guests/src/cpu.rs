@@ -123,3 +123,31 @@ pub fn wfi() {
     // accesses are not moved across the wait).
     unsafe { asm!("dsb sy", "wfi", options(nostack, preserves_flags)) };
 }
+
+/// Unmasks IRQs, `WFI`, masks them again: an interrupt that wakes the WFI
+/// is taken before this returns. Call with IRQs masked, after checking
+/// what the interrupt would change: one already pending is taken at the
+/// unmask, before the WFI, which then sleeps until the next one.
+pub fn wfi_unmasked() {
+    // SAFETY: as for `wfi` and `irq_unmask`: waits and changes this vCPU's
+    // interrupt mask (left masked); not `nomem`, since a handler may run
+    // in between.
+    unsafe {
+        asm!(
+            "dsb sy",
+            "msr daifclr, #2",
+            "wfi",
+            "msr daifset, #2",
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// Whether an IRQ is pending at this vCPU (`ISR_EL1.I`), taken or not:
+/// how a vCPU with IRQs masked sees what woke its `WFI`.
+pub fn irq_pending() -> bool {
+    let isr: u64;
+    // SAFETY: reading ISR_EL1 has no side effect.
+    unsafe { asm!("mrs {}, isr_el1", out(reg) isr, options(nomem, nostack, preserves_flags)) };
+    isr & (1 << 7) != 0
+}
