@@ -15,6 +15,9 @@
 //! the `ELR_EL1`/`SPSR_EL1` a nested entry overwrites, and IRQs are masked
 //! again before the end of the interrupt and the frame's restore.
 //!
+//! A vCPU may leave its interrupts active instead ([`set_leave_active`]),
+//! to test a guest that never ends them.
+//!
 //! The counters are per vCPU and only that vCPU writes them (plain loads
 //! and stores, no read-modify-write: fine with the MMU off); a nested
 //! handler's updates complete before the one it preempted resumes.
@@ -34,6 +37,8 @@ static HANDLER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 const OFF: AtomicBool = AtomicBool::new(false);
 /// Per vCPU: whether its handlers run with IRQs unmasked.
 static NESTING: [AtomicBool; MAX_CPUS] = [OFF; MAX_CPUS];
+/// Per vCPU: whether its interrupts are left active (no end of interrupt).
+static LEAVE_ACTIVE: [AtomicBool; MAX_CPUS] = [OFF; MAX_CPUS];
 
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
@@ -51,6 +56,13 @@ pub fn set_handler(handler: Handler) {
 /// higher-priority interrupt preempts them (per vCPU: others keep theirs).
 pub fn set_nesting(on: bool) {
     NESTING[cpu::id()].store(on, Ordering::Relaxed);
+}
+
+/// Whether this vCPU leaves the interrupts it takes active: acknowledged
+/// but never ended (no `ICC_EOIR1_EL1` write), so its running priority
+/// stays theirs. Only for testing a guest that never ends its interrupts.
+pub fn set_leave_active(on: bool) {
+    LEAVE_ACTIVE[cpu::id()].store(on, Ordering::Relaxed);
 }
 
 fn bump(counter: &AtomicU64) -> u64 {
@@ -114,5 +126,7 @@ pub(crate) fn handle() {
         handler(intid);
     }
     DEPTH[me].store(depth - 1, Ordering::Relaxed);
-    gic::eoi(intid);
+    if !LEAVE_ACTIVE[me].load(Ordering::Relaxed) {
+        gic::eoi(intid);
+    }
 }
