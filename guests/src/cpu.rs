@@ -105,17 +105,6 @@ pub fn irqs_masked() -> bool {
     daif & (1 << 7) != 0
 }
 
-/// Runs `f` with IRQs masked, then restores the mask as it was.
-pub fn without_irqs<R>(f: impl FnOnce() -> R) -> R {
-    let masked = irqs_masked();
-    irq_mask();
-    let r = f();
-    if !masked {
-        irq_unmask();
-    }
-    r
-}
-
 /// `WFI`: waits until an interrupt is pending for this vCPU (taken next if
 /// IRQs are unmasked), or returns early (the architecture allows it).
 pub fn wfi() {

@@ -371,11 +371,6 @@ pub fn init_cpu() -> u64 {
     base
 }
 
-/// This vCPU's redistributor (RD_base), once [`init_cpu`] found it.
-pub fn redistributor() -> u64 {
-    rd().0
-}
-
 /// `GICD_TYPER`: one 32-bit read of the distributor (the `gicd-read`
 /// benchmark's operation).
 #[inline(never)]
@@ -532,11 +527,6 @@ pub fn priority_bits() -> u32 {
 /// `ICC_BPR1_EL1`.
 pub fn binary_point() -> u64 {
     icc_read!("icc_bpr1_el1")
-}
-
-/// `ICC_IGRPEN1_EL1`.
-pub fn group1_enabled() -> bool {
-    icc_read!("icc_igrpen1_el1") & 1 != 0
 }
 
 /// Which SGI generation register a value goes to.
