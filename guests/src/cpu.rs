@@ -27,6 +27,24 @@ pub fn current_el() -> u64 {
     (value >> 2) & 3
 }
 
+/// A spin-wait hint (`YIELD`, Linux's `cpu_relax`): lets another vCPU
+/// sharing the hardware thread run. QEMU's single-threaded TCG (with
+/// `-icount`) switches to the next vCPU on it, so a vCPU spinning for
+/// another one's store or interrupt does not hold the others off for a
+/// whole time slice.
+pub fn relax() {
+    // SAFETY: a hint, no effect on state.
+    unsafe { asm!("yield", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Spins for `us` microseconds of the virtual counter.
+pub fn delay_us(us: u64) {
+    let end = timer::counter().saturating_add(timer::ticks_from_us(us));
+    while timer::counter() < end {
+        relax();
+    }
+}
+
 /// Polls `done` until it returns true or `ms` milliseconds of the virtual
 /// counter have passed; returns whether `done` held. Keeps every wait in the
 /// scenarios bounded, so a vCPU that never answers is a FAIL, not a hang.
@@ -39,7 +57,7 @@ pub fn wait_until(ms: u64, mut done: impl FnMut() -> bool) -> bool {
         if timer::counter() >= end {
             return done();
         }
-        core::hint::spin_loop();
+        relax();
     }
 }
 

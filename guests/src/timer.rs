@@ -162,11 +162,3 @@ pub fn ticks_from_us(us: u64) -> u64 {
 pub fn us_from_ticks(ticks: u64) -> u64 {
     (u128::from(ticks) * 1_000_000 / u128::from(frequency())) as u64
 }
-
-/// Spins for `us` microseconds of the virtual counter.
-pub fn delay_us(us: u64) {
-    let end = counter().saturating_add(ticks_from_us(us));
-    while counter() < end {
-        core::hint::spin_loop();
-    }
-}

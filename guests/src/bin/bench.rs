@@ -422,7 +422,7 @@ fn sgi_sends(base: u64, count: u64, mpidr: u64) -> u64 {
     for i in 0..count {
         gic::send_sgi(BENCH_SGI, mpidr);
         while RECEIVED.load(Ordering::Acquire) < base + i + 1 {
-            core::hint::spin_loop();
+            cpu::relax();
         }
     }
     count
@@ -434,7 +434,7 @@ fn sgi_sends(base: u64, count: u64, mpidr: u64) -> u64 {
 fn ipi_receives(base: u64, until: u64, _: u64) -> u64 {
     cpu::irq_unmask();
     while RECEIVED.load(Ordering::Acquire) < until {
-        core::hint::spin_loop();
+        cpu::relax();
     }
     cpu::irq_mask();
     until - base
@@ -449,7 +449,7 @@ fn vtimer_irqs(_: u64, count: u64, ahead: u64) -> u64 {
     for i in 0..count {
         Timer::Virtual.arm_at(timer::counter() + ahead);
         while FIRED.load(Ordering::Relaxed) < base + i + 1 {
-            core::hint::spin_loop();
+            cpu::relax();
         }
     }
     cpu::irq_mask();
@@ -482,7 +482,7 @@ fn timer_wfis(_: u64, count: u64, ahead: u64) -> u64 {
         }
         cpu::irq_unmask();
         while FIRED.load(Ordering::Relaxed) < base + i + 1 {
-            core::hint::spin_loop();
+            cpu::relax();
         }
         cpu::irq_mask();
     }

@@ -188,7 +188,7 @@ fn broadcast_all(ids: &[usize]) {
             }
             fail!("ipi: vcpu{me}: broadcast {round} did not reach every other vCPU");
         }
-        timer::delay_us(SETTLE_MS * 1000 / 4);
+        cpu::delay_us(SETTLE_MS * 1000 / 4);
         for &k in ids {
             let got = received(k, BCAST) - before[k];
             let want = u64::from(k != me);
@@ -214,7 +214,7 @@ fn expect_delivery(what: &str, register: SgiRegister, value: u64, sgi: u32, want
     gic::write_sgi(register, value);
     let all_got = || want.iter().all(|&k| received(k, sgi) > before[k]);
     let arrived = cpu::wait_until(SETTLE_MS, all_got);
-    timer::delay_us(SETTLE_MS * 1000);
+    cpu::delay_us(SETTLE_MS * 1000);
     for &k in ids {
         let got = received(k, sgi) - before[k];
         let expected = u64::from(want.contains(&k));
@@ -237,7 +237,7 @@ fn conductor_checks(ids: &[usize]) {
     }
     let all_got = || ids.iter().all(|&k| received(k, LIST) == 1);
     let arrived = cpu::wait_until(WAIT_MS, all_got);
-    timer::delay_us(SETTLE_MS * 1000);
+    cpu::delay_us(SETTLE_MS * 1000);
     for &k in ids {
         let got = received(k, LIST);
         check!(

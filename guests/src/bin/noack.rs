@@ -6,9 +6,10 @@
 //! such a state must not be starved, nor storm the hypervisor.
 //!
 //! The boot vCPU turns on the identity map, sets up the GIC and starts the
-//! others; every vCPU then runs the same loop, a block of arithmetic and
-//! one SGI write (to itself and the next vCPU, cycling through the 16 SGIs)
-//! per progress step, through three phases of `ms=MS` each (bootargs,
+//! others; every vCPU then runs the same loop, a block of arithmetic, one
+//! SGI write (to itself and the next vCPU, cycling through the 16 SGIs) and
+//! a `YIELD` ([`cpu::relax`]: vCPUs sharing QEMU's one `-icount` thread then
+//! take turns step by step) per progress step, through three phases of `ms=MS` each (bootargs,
 //! default 600), on a common clock:
 //!
 //! 1. baseline: its SGIs and timer PPIs disabled, timers stopped, IRQs
@@ -139,6 +140,7 @@ fn run(id: usize) -> (u64, u32) {
             gic::send_sgi_to(intid, &targets);
             intid = (intid + 1) % sgi::COUNT;
             steps += 1;
+            cpu::relax();
         }
         r.steps[phase].store(steps, Ordering::Relaxed);
         steps = 0;
@@ -178,6 +180,7 @@ fn keep_going(mut seed: u64, mut intid: u32) -> ! {
         }
         gic::send_sgi_to(intid, &targets);
         intid = (intid + 1) % sgi::COUNT;
+        cpu::relax();
     }
 }
 

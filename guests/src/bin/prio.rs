@@ -188,6 +188,7 @@ fn hold(us: u64) {
     let end = timer::counter() + timer::ticks_from_us(us);
     while timer::counter() < end {
         serve();
+        cpu::relax();
     }
 }
 

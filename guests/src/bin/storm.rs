@@ -60,7 +60,8 @@ fn handler(intid: u32) {
 }
 
 /// One progress step: arithmetic the compiler cannot drop, then the step,
-/// then an IRQ window.
+/// then an IRQ window, then a `YIELD` (vCPUs sharing QEMU's one `-icount`
+/// thread take turns step by step).
 fn step(id: usize, seed: &mut u64) {
     for _ in 0..BLOCK {
         *seed = core::hint::black_box(seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
@@ -69,6 +70,7 @@ fn step(id: usize, seed: &mut u64) {
     p.store(p.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     cpu::irq_unmask();
     cpu::irq_mask();
+    cpu::relax();
 }
 
 /// Works until `until` says stop (never, for a worker other than the boot vCPU).
@@ -109,6 +111,9 @@ fn flood(mut until: impl FnMut() -> bool, also_work: bool) {
         sent += 1;
         SENT.store(sent, Ordering::Relaxed);
         intid = (intid + 1) % sgi::COUNT;
+        // A hint only (no pause on a CPU of its own); under QEMU's one
+        // `-icount` thread, turns as short as the workers'.
+        cpu::relax();
         if also_work {
             cpu::irq_mask();
             step(cpu::id(), &mut seed);

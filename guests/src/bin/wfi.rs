@@ -326,7 +326,7 @@ fn wake(sleeper: usize) {
         if round == u64::MAX {
             return;
         }
-        timer::delay_us(SEND_DELAY_US);
+        cpu::delay_us(SEND_DELAY_US);
         s.sent_at.store(timer::counter(), Ordering::Release);
         gic::send_sgi(WAKE, mpidr);
     }
