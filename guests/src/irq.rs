@@ -1,7 +1,7 @@
 //! IRQ dispatch: the EL1 IRQ vector acknowledges the interrupt (`ICC_IAR1_EL1`), runs the handler the scenario registered, and ends it (`ICC_EOIR1_EL1`, EOImode 0); nesting on request.
 //!
 //! The vector code (`fault.rs`) saves the interrupted registers, `ELR_EL1`
-//! and `SPSR_EL1` in a frame on the vCPU's stack and calls [`handle`],
+//! and `SPSR_EL1` in a frame on the vCPU's stack and calls `handle`,
 //! which takes one interrupt per entry: a spurious acknowledge (INTID 1020
 //! and above) is counted and left, anything else goes to the handler with
 //! its INTID. A vCPU takes IRQs only once it unmasks them
