@@ -243,12 +243,17 @@ fn conductor_checks(ids: &[usize]) {
         check!(
             got == 1,
             "ipi: SGI to the list of all vCPUs: vcpu{k} received it {got} times{}",
-            if arrived { "" } else { " (waited)" }
+            if arrived {
+                ""
+            } else {
+                " (not all arrived within the wait)"
+            }
         );
     }
     println!(
-        "guest: ipi: one SGI to the list of all {} vCPUs ({writes} ICC_SGI1R_EL1 write): each received it once ok",
-        ids.len()
+        "guest: ipi: one SGI to the list of all {} vCPUs ({writes} ICC_SGI1R_EL1 write{}, one per cluster): each received it once ok",
+        ids.len(),
+        if writes == 1 { "" } else { "s" }
     );
 
     // Affinities no vCPU has: Aff0 15 in this cluster, and cluster Aff1 = 0x80.
