@@ -1,8 +1,9 @@
-//! The few CPU registers, timers and cache operations the scenarios need.
+//! The few CPU registers, cache operations and interrupt masks the scenarios need.
 
 use core::arch::asm;
 
 pub use crate::dt::MAX_CPUS;
+use crate::timer;
 
 /// `MPIDR_EL1`.
 pub fn mpidr() -> u64 {
@@ -26,44 +27,37 @@ pub fn current_el() -> u64 {
     (value >> 2) & 3
 }
 
-/// The virtual counter (`CNTVCT_EL0`).
-fn counter() -> u64 {
-    let value: u64;
-    // SAFETY: reading the counter has no side effect; the isb keeps the read
-    // from being done early.
-    unsafe {
-        asm!("isb", "mrs {}, cntvct_el0", out(reg) value, options(nomem, nostack, preserves_flags))
-    };
-    value
+/// A spin-wait hint (`YIELD`, Linux's `cpu_relax`): lets another vCPU
+/// sharing the hardware thread run. QEMU's single-threaded TCG (with
+/// `-icount`) switches to the next vCPU on it, so a vCPU spinning for
+/// another one's store or interrupt does not hold the others off for a
+/// whole time slice.
+pub fn relax() {
+    // SAFETY: a hint, no effect on state.
+    unsafe { asm!("yield", options(nomem, nostack, preserves_flags)) };
 }
 
-/// The counter frequency (`CNTFRQ_EL0`), in Hz.
-fn counter_freq() -> u64 {
-    let value: u64;
-    // SAFETY: reading a register has no side effect.
-    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) value, options(nomem, nostack, preserves_flags)) };
-    value
+/// Spins for `us` microseconds of the virtual counter.
+pub fn delay_us(us: u64) {
+    let end = timer::counter().saturating_add(timer::ticks_from_us(us));
+    while timer::counter() < end {
+        relax();
+    }
 }
 
 /// Polls `done` until it returns true or `ms` milliseconds of the virtual
 /// counter have passed; returns whether `done` held. Keeps every wait in the
 /// scenarios bounded, so a vCPU that never answers is a FAIL, not a hang.
 pub fn wait_until(ms: u64, mut done: impl FnMut() -> bool) -> bool {
-    // A counter frequency of 0 (firmware never set it) would make the wait
-    // endless: assume QEMU's 62.5 MHz then.
-    let freq = match counter_freq() {
-        0 => 62_500_000,
-        f => f,
-    };
-    let end = counter().saturating_add(freq / 1000 * ms);
+    let end = timer::counter().saturating_add(timer::ticks_from_us(ms * 1000));
     loop {
         if done() {
             return true;
         }
-        if counter() >= end {
+        if timer::counter() >= end {
             return done();
         }
-        core::hint::spin_loop();
+        relax();
     }
 }
 
@@ -104,4 +98,63 @@ pub fn sync_icache(addr: u64, len: u64) {
     }
     // SAFETY: barriers.
     unsafe { asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
+}
+
+/// Unmasks IRQs (`PSTATE.I` = 0): a pending one is taken from here on.
+pub fn irq_unmask() {
+    // SAFETY: changes only this vCPU's interrupt mask; the vectors are set
+    // up at entry. Not `nomem`: memory accesses stay on their side, so what
+    // a handler reads is written before it can run.
+    unsafe { asm!("msr daifclr, #2", "isb", options(nostack, preserves_flags)) };
+}
+
+/// Masks IRQs (`PSTATE.I` = 1).
+pub fn irq_mask() {
+    // SAFETY: changes only this vCPU's interrupt mask (a compiler barrier
+    // too, as for `irq_unmask`).
+    unsafe { asm!("msr daifset, #2", options(nostack, preserves_flags)) };
+}
+
+/// Whether IRQs are masked (`DAIF.I`).
+pub fn irqs_masked() -> bool {
+    let daif: u64;
+    // SAFETY: reading DAIF has no side effect.
+    unsafe { asm!("mrs {}, daif", out(reg) daif, options(nomem, nostack, preserves_flags)) };
+    daif & (1 << 7) != 0
+}
+
+/// `WFI`: waits until an interrupt is pending for this vCPU (taken next if
+/// IRQs are unmasked), or returns early (the architecture allows it).
+pub fn wfi() {
+    // SAFETY: waits; no memory effect of its own (not `nomem`, so memory
+    // accesses are not moved across the wait).
+    unsafe { asm!("dsb sy", "wfi", options(nostack, preserves_flags)) };
+}
+
+/// Unmasks IRQs, `WFI`, masks them again: an interrupt that wakes the WFI
+/// is taken before this returns. Call with IRQs masked, after checking
+/// what the interrupt would change: one already pending is taken at the
+/// unmask, before the WFI, which then sleeps until the next one.
+pub fn wfi_unmasked() {
+    // SAFETY: as for `wfi` and `irq_unmask`: waits and changes this vCPU's
+    // interrupt mask (left masked); not `nomem`, since a handler may run
+    // in between.
+    unsafe {
+        asm!(
+            "dsb sy",
+            "msr daifclr, #2",
+            "wfi",
+            "msr daifset, #2",
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// Whether an IRQ is pending at this vCPU (`ISR_EL1.I`), taken or not:
+/// how a vCPU with IRQs masked sees what woke its `WFI`.
+pub fn irq_pending() -> bool {
+    let isr: u64;
+    // SAFETY: reading ISR_EL1 has no side effect.
+    unsafe { asm!("mrs {}, isr_el1", out(reg) isr, options(nomem, nostack, preserves_flags)) };
+    isr & (1 << 7) != 0
 }

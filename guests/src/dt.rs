@@ -1,7 +1,18 @@
-//! Reading the machine from the guest's device tree: RAM, vCPUs, UART, the ROM slot, bootargs.
+//! Reading the machine from the guest's device tree: RAM, vCPUs, UART, the ROM slot, the GICv3 and the timer's interrupts, bootargs.
 //!
 //! Portable (no MMIO, no assembly), so it is unit-tested on the host against
 //! device trees built by the tests.
+//!
+//! The interrupt controller and the timer are optional (a scenario that
+//! needs them fails if they are absent), but a node that is there and
+//! malformed is an error for every scenario: a `compatible = "arm,gic-v3"`
+//! node gives the distributor and `#redistributor-regions` (default 1)
+//! redistributor regions in its `reg`, and must say `#interrupt-cells = <3>`;
+//! an `arm,armv8-timer` node's `interrupts` are four GIC specifiers
+//! `<type number flags>` (secure physical, non-secure physical, virtual,
+//! hypervisor; type 1 = PPI, INTID = 16 + number) whose interrupt parent
+//! (its own `interrupt-parent`, else the root's, else the only GIC) must be
+//! that GIC.
 
 use core::fmt;
 
@@ -32,6 +43,84 @@ impl Region {
     }
 }
 
+/// The most redistributor regions read from the GIC node.
+pub const MAX_REDIST_REGIONS: usize = 4;
+
+/// How an interrupt line signals (the specifier's flags cell, bits 3:0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Edge-triggered (flags 1 rising, 2 falling).
+    Edge,
+    /// Level-sensitive (flags 4 high, 8 low), or unspecified (0).
+    Level,
+}
+
+/// An interrupt as a GIC specifier names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Irq {
+    /// The GIC's interrupt id: 16–31 for a PPI, 32–1019 for an SPI.
+    pub intid: u32,
+    /// How it signals.
+    pub trigger: Trigger,
+}
+
+impl Irq {
+    /// Decodes a three-cell GIC specifier `<type number flags>`: type 0 is an
+    /// SPI (INTID 32 + number), type 1 a PPI (INTID 16 + number); `None` for
+    /// another type (extended ranges, not in GICv3 without them) or a number
+    /// out of its range.
+    pub fn from_specifier(cells: [u32; 3]) -> Option<Self> {
+        let [kind, number, flags] = cells;
+        let intid = match kind {
+            0 if number < 988 => 32 + number,
+            1 if number < 16 => 16 + number,
+            _ => return None,
+        };
+        let trigger = if flags & 0b0011 != 0 {
+            Trigger::Edge
+        } else {
+            Trigger::Level
+        };
+        Some(Self { intid, trigger })
+    }
+}
+
+/// A GICv3 (`compatible = "arm,gic-v3"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gic {
+    /// The distributor's registers (`reg` entry 0, 64 KiB).
+    pub distributor: Region,
+    redistributors: [Region; MAX_REDIST_REGIONS],
+    nredistributors: usize,
+    /// `redistributor-stride`, if given (else each redistributor's
+    /// `GICR_TYPER` says: 128 KiB, or 256 KiB with virtual LPIs).
+    pub redistributor_stride: Option<u64>,
+    /// The maintenance interrupt (`interrupts`), if listed.
+    pub maintenance: Option<Irq>,
+}
+
+impl Gic {
+    /// The redistributor regions (`reg` entries 1..=`#redistributor-regions`):
+    /// each holds consecutive redistributors, one per CPU, the last one
+    /// flagged by its `GICR_TYPER.Last`.
+    pub fn redistributors(&self) -> &[Region] {
+        &self.redistributors[..self.nredistributors]
+    }
+}
+
+/// The architected timer's interrupts (`compatible = "arm,armv8-timer"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timer {
+    /// The secure EL1 physical timer (not for a non-secure guest).
+    pub secure_phys: Irq,
+    /// The non-secure EL1 physical timer (`CNTP_*_EL0`).
+    pub phys: Irq,
+    /// The virtual timer (`CNTV_*_EL0`).
+    pub virt: Irq,
+    /// The EL2 physical timer, if listed.
+    pub hyp: Option<Irq>,
+}
+
 /// Why the device tree could not be used.
 #[derive(Debug)]
 pub enum DtError {
@@ -43,6 +132,10 @@ pub enum DtError {
     NoCpus,
     /// No PL011 UART, neither by `/chosen/stdout-path` nor by `compatible`.
     NoUart,
+    /// The `arm,gic-v3` node is malformed (what is wrong).
+    BadGic(&'static str),
+    /// The `arm,armv8-timer` node is malformed (what is wrong).
+    BadTimer(&'static str),
 }
 
 impl fmt::Display for DtError {
@@ -52,6 +145,8 @@ impl fmt::Display for DtError {
             Self::NoMemory => f.write_str("device tree has no memory node with a reg"),
             Self::NoCpus => f.write_str("device tree lists no /cpus/cpu node with a reg"),
             Self::NoUart => f.write_str("device tree has no PL011 UART (arm,pl011)"),
+            Self::BadGic(what) => write!(f, "GICv3 node (arm,gic-v3): {what}"),
+            Self::BadTimer(what) => write!(f, "timer node (arm,armv8-timer): {what}"),
         }
     }
 }
@@ -71,6 +166,10 @@ pub struct Platform<'a> {
     pub uart: u64,
     /// The read-only memory slot (`compatible = "hyp,rom"`), if listed.
     pub rom: Option<Region>,
+    /// The GICv3, if listed.
+    pub gic: Option<Gic>,
+    /// The architected timer's interrupts, if listed.
+    pub timer: Option<Timer>,
     /// `/chosen/bootargs` (empty if absent).
     pub bootargs: &'a str,
 }
@@ -131,6 +230,13 @@ impl<'a> Platform<'a> {
             .find_compatible(&["hyp,rom"])
             .and_then(|n| first_reg(&n));
 
+        let gic_node = fdt.find_compatible(&["arm,gic-v3"]);
+        let gic = gic_node.map(|n| parse_gic(&n)).transpose()?;
+        let timer = fdt
+            .find_compatible(&["arm,armv8-timer"])
+            .map(|n| parse_timer(&fdt, &n, gic_node.as_ref()))
+            .transpose()?;
+
         let bootargs = chosen
             .and_then(|c| c.property("bootargs"))
             .and_then(|p| p.as_str())
@@ -144,6 +250,8 @@ impl<'a> Platform<'a> {
             cpus_ignored,
             uart,
             rom,
+            gic,
+            timer,
             bootargs,
         })
     }
@@ -161,6 +269,150 @@ impl<'a> Platform<'a> {
             .filter_map(|token| token.split_once('='))
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v)
+    }
+}
+
+/// The big-endian u32 cells of a property value (a trailing partial cell
+/// is dropped).
+fn cells<'a>(value: &'a [u8]) -> impl Iterator<Item = u32> + 'a {
+    value
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+}
+
+/// A property holding one cell.
+fn cell(node: &FdtNode<'_, '_>, name: &str) -> Option<u32> {
+    let value = node.property(name)?.value;
+    (value.len() == 4).then(|| cells(value).next()).flatten()
+}
+
+/// The three-cell specifiers of a node's `interrupts`; `None` if it has no
+/// such property, `Some(Err)` if its length is not a multiple of three cells.
+fn specifiers<'a>(
+    node: &FdtNode<'_, 'a>,
+) -> Option<Result<impl Iterator<Item = [u32; 3]> + 'a, ()>> {
+    let value = node.property("interrupts")?.value;
+    if !value.len().is_multiple_of(12) {
+        return Some(Err(()));
+    }
+    Some(Ok(value.chunks_exact(12).map(|c| {
+        let mut it = cells(c);
+        [0; 3].map(|_| it.next().unwrap_or(0))
+    })))
+}
+
+fn parse_gic(node: &FdtNode<'_, '_>) -> Result<Gic, DtError> {
+    if cell(node, "#interrupt-cells") != Some(3) {
+        return Err(DtError::BadGic("#interrupt-cells is not <3>"));
+    }
+    let nregions = match cell(node, "#redistributor-regions") {
+        None => 1,
+        Some(n) if (1..=MAX_REDIST_REGIONS as u32).contains(&n) => n as usize,
+        Some(_) => return Err(DtError::BadGic("#redistributor-regions is 0 or above 4")),
+    };
+    let mut regs = node
+        .reg()
+        .ok_or(DtError::BadGic("no reg with 2 address and size cells"))?
+        .map(|r| Region {
+            base: r.starting_address as u64,
+            size: r.size.unwrap_or(0) as u64,
+        });
+    let distributor = regs
+        .next()
+        .filter(|r| r.size >= 0x1_0000)
+        .ok_or(DtError::BadGic("no distributor of 64 KiB in reg"))?;
+    let mut redistributors = [Region { base: 0, size: 0 }; MAX_REDIST_REGIONS];
+    for slot in redistributors.iter_mut().take(nregions) {
+        *slot = regs
+            .next()
+            .filter(|r| r.size >= 0x2_0000)
+            .ok_or(DtError::BadGic(
+                "fewer redistributor regions of 128 KiB in reg than #redistributor-regions",
+            ))?;
+    }
+    let redistributor_stride = match node.property("redistributor-stride") {
+        None => None,
+        Some(p) => {
+            let mut it = cells(p.value);
+            let stride = match (p.value.len(), it.next(), it.next()) {
+                (4, Some(lo), _) => u64::from(lo),
+                (8, Some(hi), Some(lo)) => (u64::from(hi) << 32) | u64::from(lo),
+                _ => return Err(DtError::BadGic("redistributor-stride is not 1 or 2 cells")),
+            };
+            if stride != 0 && !stride.is_multiple_of(0x1_0000) {
+                return Err(DtError::BadGic(
+                    "redistributor-stride is not a multiple of 64 KiB",
+                ));
+            }
+            (stride != 0).then_some(stride)
+        }
+    };
+    let maintenance = match specifiers(node) {
+        None => None,
+        Some(Err(())) => return Err(DtError::BadGic("interrupts is not in 3-cell specifiers")),
+        Some(Ok(mut it)) => Some(
+            it.next()
+                .and_then(Irq::from_specifier)
+                .ok_or(DtError::BadGic("maintenance interrupt is no PPI or SPI"))?,
+        ),
+    };
+    Ok(Gic {
+        distributor,
+        redistributors,
+        nredistributors: nregions,
+        redistributor_stride,
+        maintenance,
+    })
+}
+
+fn parse_timer(
+    fdt: &Fdt<'_>,
+    node: &FdtNode<'_, '_>,
+    gic: Option<&FdtNode<'_, '_>>,
+) -> Result<Timer, DtError> {
+    let Some(gic) = gic else {
+        return Err(DtError::BadTimer(
+            "no GICv3 (arm,gic-v3) to be its interrupt parent",
+        ));
+    };
+    // The interrupt parent: the node's own, else the root's (the timer sits
+    // at the root in the trees this guest meets), else the only GIC.
+    let parent = cell(node, "interrupt-parent").or_else(|| {
+        fdt.find_node("/")
+            .and_then(|root| cell(&root, "interrupt-parent"))
+    });
+    if let Some(phandle) = parent {
+        if cell(gic, "phandle") != Some(phandle) {
+            return Err(DtError::BadTimer("its interrupt parent is not the GICv3"));
+        }
+    }
+    let mut irqs = match specifiers(node) {
+        Some(Ok(it)) => it.map(Irq::from_specifier),
+        _ => {
+            return Err(DtError::BadTimer(
+                "interrupts is missing or not in 3-cell specifiers",
+            ))
+        }
+    };
+    let mut ppi = |what| match irqs.next() {
+        Some(Some(irq)) if (16..32).contains(&irq.intid) => Ok(Some(irq)),
+        Some(_) => Err(DtError::BadTimer(what)),
+        None => Ok(None),
+    };
+    let missing =
+        DtError::BadTimer("fewer than 3 interrupts (secure, non-secure physical, virtual)");
+    let secure_phys = ppi("secure physical timer interrupt is no PPI")?;
+    let phys = ppi("physical timer interrupt is no PPI")?;
+    let virt = ppi("virtual timer interrupt is no PPI")?;
+    let hyp = ppi("hypervisor timer interrupt is no PPI")?;
+    match (secure_phys, phys, virt) {
+        (Some(secure_phys), Some(phys), Some(virt)) => Ok(Timer {
+            secure_phys,
+            phys,
+            virt,
+            hyp,
+        }),
+        _ => Err(missing),
     }
 }
 
@@ -300,11 +552,24 @@ mod tests {
 
     /// A tree shaped like the one `docs/guest-abi.md` describes.
     fn hyp_tree(ncpus: u32, stdout: Option<&str>, rom: bool, bootargs: Option<&str>) -> Vec<u8> {
+        tree_with(ncpus, stdout, rom, bootargs, |_| {})
+    }
+
+    /// [`hyp_tree`] with more nodes and root properties added by `extra`
+    /// (called with the root node open, after its first properties).
+    fn tree_with(
+        ncpus: u32,
+        stdout: Option<&str>,
+        rom: bool,
+        bootargs: Option<&str>,
+        extra: impl FnOnce(&mut Builder),
+    ) -> Vec<u8> {
         let mut b = Builder::default();
         b.begin("")
             .cells("#address-cells", &[2])
             .cells("#size-cells", &[2])
             .string("compatible", "hyp,guest");
+        extra(&mut b);
         b.begin("chosen");
         if let Some(path) = stdout {
             b.string("stdout-path", path);
@@ -432,6 +697,320 @@ mod tests {
             Platform::parse(&blob, 0),
             Err(DtError::Invalid(_))
         ));
+    }
+
+    const GIC_PHANDLE: u32 = 0x8005;
+
+    /// What the GICv3 and timer nodes hold on the machine the ABI describes,
+    /// each part replaceable to break it.
+    struct IrqNodes {
+        interrupt_cells: u32,
+        regions: Option<u32>,
+        reg: Vec<u32>,
+        stride: Option<Vec<u32>>,
+        maintenance: Option<Vec<u32>>,
+        root_parent: Option<u32>,
+        timer_parent: Option<u32>,
+        timer: Option<Vec<u32>>,
+    }
+
+    impl Default for IrqNodes {
+        fn default() -> Self {
+            Self {
+                interrupt_cells: 3,
+                regions: None,
+                reg: vec![0, 0x0800_0000, 0, 0x1_0000, 0, 0x080a_0000, 0, 0x10_0000],
+                stride: None,
+                maintenance: Some(vec![1, 9, 4]),
+                root_parent: Some(GIC_PHANDLE),
+                timer_parent: None,
+                timer: Some(vec![1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]),
+            }
+        }
+    }
+
+    impl IrqNodes {
+        fn tree(&self) -> Vec<u8> {
+            tree_with(1, None, false, None, |b| {
+                if let Some(parent) = self.root_parent {
+                    b.cells("interrupt-parent", &[parent]);
+                }
+                b.begin("intc@8000000")
+                    .string("compatible", "arm,gic-v3")
+                    .cells("#interrupt-cells", &[self.interrupt_cells])
+                    .prop("interrupt-controller", &[])
+                    .cells("reg", &self.reg)
+                    .cells("phandle", &[GIC_PHANDLE]);
+                if let Some(n) = self.regions {
+                    b.cells("#redistributor-regions", &[n]);
+                }
+                if let Some(stride) = &self.stride {
+                    b.cells("redistributor-stride", stride);
+                }
+                if let Some(m) = &self.maintenance {
+                    b.cells("interrupts", m);
+                }
+                b.end();
+                if let Some(irqs) = &self.timer {
+                    b.begin("timer")
+                        .prop("compatible", b"arm,armv8-timer\0arm,armv7-timer\0");
+                    if let Some(parent) = self.timer_parent {
+                        b.cells("interrupt-parent", &[parent]);
+                    }
+                    b.cells("interrupts", irqs).end();
+                }
+            })
+        }
+
+        fn parse(&self) -> Result<(Option<Gic>, Option<Timer>), DtError> {
+            let blob = self.tree();
+            Platform::parse(&blob, 0).map(|p| (p.gic, p.timer))
+        }
+    }
+
+    fn level(intid: u32) -> Irq {
+        Irq {
+            intid,
+            trigger: Trigger::Level,
+        }
+    }
+
+    #[test]
+    fn reads_the_gic_and_the_timer() {
+        let (gic, timer) = IrqNodes::default().parse().unwrap();
+        let gic = gic.unwrap();
+        assert_eq!(
+            gic.distributor,
+            Region {
+                base: 0x0800_0000,
+                size: 0x1_0000
+            }
+        );
+        assert_eq!(
+            gic.redistributors(),
+            &[Region {
+                base: 0x080a_0000,
+                size: 0x10_0000
+            }]
+        );
+        assert_eq!(gic.redistributor_stride, None);
+        assert_eq!(gic.maintenance, Some(level(25)));
+        assert_eq!(
+            timer,
+            Some(Timer {
+                secure_phys: level(29),
+                phys: level(30),
+                virt: level(27),
+                hyp: Some(level(26)),
+            })
+        );
+    }
+
+    #[test]
+    fn gic_and_timer_are_optional() {
+        let blob = hyp_tree(1, None, false, None);
+        let p = Platform::parse(&blob, 0).unwrap();
+        assert_eq!((p.gic, p.timer), (None, None));
+        let nodes = IrqNodes {
+            timer: None,
+            maintenance: None,
+            ..IrqNodes::default()
+        };
+        let (gic, timer) = nodes.parse().unwrap();
+        assert_eq!(gic.unwrap().maintenance, None);
+        assert_eq!(timer, None);
+        // Three timer interrupts (no hypervisor timer) are enough.
+        let nodes = IrqNodes {
+            timer: Some(vec![1, 13, 8, 1, 14, 8, 1, 11, 8]),
+            ..IrqNodes::default()
+        };
+        let timer = nodes.parse().unwrap().1.unwrap();
+        assert_eq!((timer.virt, timer.hyp), (level(27), None));
+    }
+
+    #[test]
+    fn several_redistributor_regions_and_a_stride() {
+        let nodes = IrqNodes {
+            regions: Some(2),
+            reg: vec![
+                0,
+                0x0800_0000,
+                0,
+                0x1_0000,
+                0,
+                0x080a_0000,
+                0,
+                0xf6_0000,
+                0x100,
+                0,
+                0,
+                0x400_0000,
+                // GICC, GICH, GICV of a GICv2-compatible CPU interface: not read.
+                0,
+                0x0801_0000,
+                0,
+                0x1_0000,
+            ],
+            stride: Some(vec![0, 0x4_0000]),
+            ..IrqNodes::default()
+        };
+        let gic = nodes.parse().unwrap().0.unwrap();
+        assert_eq!(
+            gic.redistributors(),
+            &[
+                Region {
+                    base: 0x080a_0000,
+                    size: 0xf6_0000
+                },
+                Region {
+                    base: 0x100_0000_0000,
+                    size: 0x400_0000
+                }
+            ]
+        );
+        assert_eq!(gic.redistributor_stride, Some(0x4_0000));
+        let nodes = IrqNodes {
+            stride: Some(vec![0]),
+            ..IrqNodes::default()
+        };
+        assert_eq!(nodes.parse().unwrap().0.unwrap().redistributor_stride, None);
+    }
+
+    #[test]
+    fn timer_parent_must_be_the_gic() {
+        // Its own interrupt-parent wins over the root's.
+        let own = IrqNodes {
+            root_parent: Some(0x1234),
+            timer_parent: Some(GIC_PHANDLE),
+            ..IrqNodes::default()
+        };
+        assert!(own.parse().unwrap().1.is_some());
+        // No interrupt-parent anywhere: the only GIC.
+        let none = IrqNodes {
+            root_parent: None,
+            ..IrqNodes::default()
+        };
+        assert!(none.parse().unwrap().1.is_some());
+        for (root_parent, timer_parent) in [(Some(0x1234), None), (None, Some(0x1234))] {
+            let other = IrqNodes {
+                root_parent,
+                timer_parent,
+                ..IrqNodes::default()
+            };
+            assert!(matches!(other.parse(), Err(DtError::BadTimer(_))));
+        }
+    }
+
+    #[test]
+    fn malformed_gic_or_timer_is_an_error() {
+        let gic_errors = [
+            IrqNodes {
+                interrupt_cells: 2,
+                ..IrqNodes::default()
+            },
+            IrqNodes {
+                reg: vec![0, 0x0800_0000, 0, 0x1_0000],
+                ..IrqNodes::default()
+            },
+            IrqNodes {
+                reg: vec![0, 0x0800_0000, 0, 0x1000, 0, 0x080a_0000, 0, 0x2_0000],
+                ..IrqNodes::default()
+            },
+            IrqNodes {
+                regions: Some(2),
+                ..IrqNodes::default()
+            },
+            IrqNodes {
+                regions: Some(0),
+                ..IrqNodes::default()
+            },
+            IrqNodes {
+                stride: Some(vec![0x1000]),
+                ..IrqNodes::default()
+            },
+            IrqNodes {
+                maintenance: Some(vec![1, 9]),
+                ..IrqNodes::default()
+            },
+            IrqNodes {
+                maintenance: Some(vec![1, 16, 4]),
+                ..IrqNodes::default()
+            },
+        ];
+        for (i, nodes) in gic_errors.iter().enumerate() {
+            let got = nodes.parse();
+            assert!(matches!(got, Err(DtError::BadGic(_))), "case {i}: {got:?}");
+        }
+        let timer_errors = [
+            vec![1, 13, 4, 1, 14, 4],
+            vec![1, 13, 4, 1, 14, 4, 1, 11],
+            vec![1, 13, 4, 0, 14, 4, 1, 11, 4],
+            vec![1, 13, 4, 1, 14, 4, 2, 11, 4],
+            vec![],
+        ];
+        for (i, irqs) in timer_errors.into_iter().enumerate() {
+            let nodes = IrqNodes {
+                timer: Some(irqs),
+                ..IrqNodes::default()
+            };
+            let got = nodes.parse();
+            assert!(
+                matches!(got, Err(DtError::BadTimer(_))),
+                "case {i}: {got:?}"
+            );
+        }
+        let no_gic = tree_with(1, None, false, None, |b| {
+            b.begin("timer")
+                .string("compatible", "arm,armv8-timer")
+                .cells("interrupts", &[1, 13, 4, 1, 14, 4, 1, 11, 4])
+                .end();
+        });
+        assert!(matches!(
+            Platform::parse(&no_gic, 0),
+            Err(DtError::BadTimer(_))
+        ));
+    }
+
+    #[test]
+    fn gic_specifiers() {
+        let irq = |cells| Irq::from_specifier(cells);
+        assert_eq!(irq([0, 0, 4]), Some(level(32)));
+        assert_eq!(irq([0, 987, 4]), Some(level(1019)));
+        assert_eq!(irq([0, 988, 4]), None);
+        assert_eq!(irq([1, 0, 4]), Some(level(16)));
+        assert_eq!(irq([1, 15, 8]), Some(level(31)));
+        assert_eq!(irq([1, 16, 4]), None);
+        assert_eq!(irq([2, 0, 4]), None);
+        assert_eq!(irq([1, 11, 0]), Some(level(27)));
+        for flags in [1, 2] {
+            let edge = Irq {
+                intid: 33,
+                trigger: Trigger::Edge,
+            };
+            assert_eq!(irq([0, 1, flags]), Some(edge));
+        }
+    }
+
+    /// The tree QEMU 7.2 hands a kernel on `-machine virt,gic-version=3
+    /// -smp 8` (`dumpdtb`, cut to its `totalsize`): what the test guests
+    /// meet on bare QEMU.
+    #[test]
+    fn reads_qemu_virt() {
+        let blob = include_bytes!("../testdata/qemu-virt-gicv3-smp8.dtb");
+        let p = Platform::parse(blob, 0x4800_0000).unwrap();
+        assert_eq!(p.cpus(), &[0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(p.uart, 0x0900_0000);
+        let gic = p.gic.unwrap();
+        assert_eq!(gic.distributor.base, 0x0800_0000);
+        assert_eq!(gic.redistributors().len(), 1);
+        assert_eq!(gic.redistributors()[0].base, 0x080a_0000);
+        assert_eq!(gic.maintenance, None);
+        let timer = p.timer.unwrap();
+        assert_eq!(
+            [timer.secure_phys, timer.phys, timer.virt],
+            [level(29), level(30), level(27)]
+        );
+        assert_eq!(timer.hyp, Some(level(26)));
     }
 
     #[test]

@@ -1,4 +1,8 @@
-//! EL1 exception vectors: faults a scenario provokes on purpose are recorded and skipped; anything else is dumped and ends the run with status 3.
+//! EL1 exception vectors: IRQs go to the interrupt dispatch, faults a scenario provokes on purpose are recorded and skipped; anything else is dumped and ends the run with status 3.
+//!
+//! Every vector saves the same frame on the current stack and calls
+//! `handle_exception`; an IRQ from the current EL with `SP_EL1` (offset
+//! 0x280, where a guest running at EL1h takes them) goes to [`crate::irq`].
 //!
 //! A scenario arms its vCPU's slot with [`expect_fault`] around one access
 //! made by a probe ([`probe_load`], [`probe_store`], [`probe_call`]); the
@@ -11,6 +15,7 @@ use core::arch::{asm, global_asm};
 use core::sync::atomic::{compiler_fence, AtomicU64, AtomicU8, Ordering};
 
 use crate::cpu::{self, MAX_CPUS};
+use crate::irq;
 use crate::psci;
 
 /// The registers the vector code saves (`x0`–`x30`, `ELR_EL1`, `SPSR_EL1`).
@@ -108,6 +113,8 @@ guest_vector_common:
 
 /// Vector index of a synchronous exception from the current EL with `SP_EL1`.
 const SYNC_CURRENT_SPX: u64 = 4;
+/// Vector index of an IRQ from the current EL with `SP_EL1`.
+const IRQ_CURRENT_SPX: u64 = 5;
 
 /// How to continue after an expected fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,6 +300,10 @@ fn read_esr_far() -> (u64, u64) {
 
 /// Called by the vector code with the saved registers and the vector index.
 extern "C" fn handle_exception(frame: &mut Frame, kind: u64) {
+    if kind == IRQ_CURRENT_SPX {
+        irq::handle();
+        return;
+    }
     let (esr, far) = read_esr_far();
     if kind == SYNC_CURRENT_SPX {
         let slot = &SLOTS[cpu::id()];

@@ -14,12 +14,22 @@
 //! Secondary vCPUs start at [`start::secondary_entry`] through PSCI `CPU_ON`
 //! ([`psci::start_secondary`]) and run the scenario's `secondary_main(context)`.
 //!
-//! Only the device-tree reader ([`dt`]) is portable: it is unit-tested on the
-//! host; everything else is aarch64 code.
+//!
+//! Interrupts, for the scenarios that use them: [`gic::init`] on the boot
+//! vCPU (the distributor, then its own redistributor and CPU interface),
+//! [`gic::init_cpu`] on each other vCPU, a handler registered with
+//! [`irq::set_handler`], then [`cpu::irq_unmask`]; the timers are in
+//! [`timer`]. Scenarios that share memory between vCPUs turn on the identity
+//! map first ([`mmu::enable`]) so their atomics run on normal memory.
+//!
+//! Only the device-tree reader ([`dt`]) and the SGI register encoding
+//! ([`sgi`]) are portable: they are unit-tested on the host; everything else
+//! is aarch64 code.
 
 #![cfg_attr(not(test), no_std)]
 
 pub mod dt;
+pub mod sgi;
 
 #[cfg(target_arch = "aarch64")]
 pub mod console;
@@ -28,6 +38,10 @@ pub mod cpu;
 #[cfg(target_arch = "aarch64")]
 pub mod fault;
 #[cfg(target_arch = "aarch64")]
+pub mod gic;
+#[cfg(target_arch = "aarch64")]
+pub mod irq;
+#[cfg(target_arch = "aarch64")]
 pub mod mem;
 #[cfg(target_arch = "aarch64")]
 pub mod mmu;
@@ -35,6 +49,8 @@ pub mod mmu;
 pub mod psci;
 #[cfg(target_arch = "aarch64")]
 pub mod start;
+#[cfg(target_arch = "aarch64")]
+pub mod timer;
 
 #[cfg(target_arch = "aarch64")]
 pub use crate::dt::Platform;

@@ -16,9 +16,10 @@
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
 
+use crate::console;
 use crate::cpu::MAX_CPUS;
-use crate::dt::Platform;
-use crate::{console, fail};
+use crate::dt::{Platform, Region};
+use crate::fail;
 
 /// Stack bytes per vCPU.
 pub const STACK_SIZE: usize = 16 * 1024;
@@ -188,6 +189,16 @@ extern "Rust" {
     fn __guest_main(platform: &'static Platform<'static>);
     /// The scenario's `secondary_main`, defined by [`crate::entry!`].
     fn __guest_secondary_main(context: u64) -> !;
+}
+
+/// The stack of vCPU `id` (`MPIDR_EL1.Aff0`, below [`MAX_CPUS`]): it grows
+/// down from [`Region::end`].
+pub fn stack(id: usize) -> Region {
+    assert!(id < MAX_CPUS, "vcpu{id} has no stack");
+    Region {
+        base: STACKS.0.get() as u64 + (id * STACK_SIZE) as u64,
+        size: STACK_SIZE as u64,
+    }
 }
 
 struct PlatformCell(UnsafeCell<Option<Platform<'static>>>);
