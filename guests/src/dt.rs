@@ -991,20 +991,22 @@ mod tests {
         }
     }
 
-    /// The tree QEMU 7.2 hands a kernel on `-machine virt,gic-version=3
-    /// -smp 8` (`dumpdtb`, cut to its `totalsize`): what the test guests
-    /// meet on bare QEMU.
+    /// The tree the hypervisor hands an 8-vCPU guest (`hvcore::guest_dt`,
+    /// the same code): what the test guests meet under it.
     #[test]
-    fn reads_qemu_virt() {
-        let blob = include_bytes!("../testdata/qemu-virt-gicv3-smp8.dtb");
-        let p = Platform::parse(blob, 0x4800_0000).unwrap();
+    fn reads_the_hypervisors_tree() {
+        use hvcore::guest_dt::{build, VmDesc};
+        use hvcore::memmap::MemoryMap;
+        let map = MemoryMap::new(128 << 20, 8);
+        let blob = build(&VmDesc::new(&map, "n=3")).unwrap();
+        let p = Platform::parse(&blob, 0x4800_0000).unwrap();
         assert_eq!(p.cpus(), &[0, 1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(p.uart, 0x0900_0000);
         let gic = p.gic.unwrap();
         assert_eq!(gic.distributor.base, 0x0800_0000);
         assert_eq!(gic.redistributors().len(), 1);
         assert_eq!(gic.redistributors()[0].base, 0x080a_0000);
-        assert_eq!(gic.maintenance, None);
+        assert_eq!(gic.maintenance, Some(level(25)));
         let timer = p.timer.unwrap();
         assert_eq!(
             [timer.secure_phys, timer.phys, timer.virt],

@@ -30,6 +30,10 @@ usage: cargo xtask <subcommand> [args...]
   bundle -o OUT [--vm N] --kernel FILE [--initrd FILE] [--vm N --kernel FILE...]
       The guest bundle the hypervisor takes as QEMU's -initrd (hvcore::bundle): a kernel and
       an initramfs for each VM (--vm sets the VM of the parts after it; default 0).
+  guest-dtb --cpus N --mem-mib M -o OUT
+      The device tree the hypervisor gives a VM with N vCPUs and M MiB of RAM (hvcore::guest_dt),
+      with an rng-seed and a kaslr-seed (fixed) and no command line: the benchmark boots bare QEMU
+      with it (-dtb), so that both sides of a comparison boot the same devices, seeded alike.
   linux-check --cpus N --min-mem-kb KB LOG
       The Linux smoke tests' checks of a run's console log (guests/linux/init, hyp.init=test):
       the marker with nproc and MemTotal, the workload, timer interrupts and IPIs on every CPU
@@ -55,6 +59,7 @@ fn main() {
         "initramfs" => initramfs_cmd(args),
         "bundle" => bundle_cmd(args),
         "linux-check" => linux_check_cmd(args),
+        "guest-dtb" => guest_dtb_cmd(args),
         "help" | "--help" | "-h" => {
             print(USAGE);
             0
@@ -534,6 +539,39 @@ fn linux_check_cmd(args: &[String]) -> i32 {
             for e in errors {
                 eprintln!("linux-check: {e}");
             }
+            1
+        }
+    }
+}
+
+fn guest_dtb_cmd(args: &[String]) -> i32 {
+    use hvcore::guest_dt::{build, VmDesc};
+    use hvcore::memmap::MemoryMap;
+    const WHO: &str = "guest-dtb";
+    let (mut cpus, mut mib, mut out) = (None, None, None);
+    for (flag, value) in pairs(WHO, args) {
+        let number = || -> u64 {
+            value
+                .parse()
+                .unwrap_or_else(|_| usage_error(&format!("{WHO}: {flag} {value}: expected a number")))
+        };
+        match flag {
+            "--cpus" => cpus = Some(number() as usize),
+            "--mem-mib" => mib = Some(number()),
+            "-o" => out = Some(value),
+            other => usage_error(&format!("{WHO}: unknown option {other}")),
+        }
+    }
+    let (Some(cpus), Some(mib), Some(out)) = (cpus, mib, out) else {
+        usage_error("guest-dtb needs --cpus N --mem-mib M -o OUT")
+    };
+    let map = MemoryMap::new(mib << 20, cpus);
+    let mut desc = VmDesc::new(&map, "");
+    desc.seeds = Some(hvcore::entropy::Entropy::gather([&b"cargo xtask guest-dtb"[..]]).seeds(0, 0));
+    match build(&desc) {
+        Ok(blob) => write_file(WHO, out, &blob),
+        Err(e) => {
+            eprintln!("{WHO}: {e}");
             1
         }
     }
