@@ -80,17 +80,19 @@ xtask() { (cd "$root" && cargo xtask "$@"); }
 # The QEMU clock: one instruction per nanosecond, never waiting for real time.
 ICOUNT=(-icount shift=0,sleep=off)
 
-# RUNS: name, then the guest's block size (its bootarg block=) and the
-# hypervisor's extra boot arguments.
-RUNS=(blocks pages)
-run_guest_block() { case "$1" in blocks) echo 2M ;; pages) echo 4K ;; esac; }
-run_host_args() { case "$1" in blocks) echo "" ;; pages) echo "guest.block=4K" ;; esac; }
+# RUNS: name, then the guest's arguments and the hypervisor's extra boot
+# arguments, and its vCPUs. irq: the interrupt brackets, on two vCPUs (the
+# IPI's sender and receiver each bracket their own side).
+RUNS=(blocks pages irq)
+run_guest_args() { case "$1" in blocks) echo block=2M ;; pages) echo block=4K ;; irq) echo irq=on ;; esac; }
+run_host_args() { case "$1" in pages) echo "guest.block=4K" ;; *) echo "" ;; esac; }
+run_smp() { case "$1" in irq) echo 2 ;; *) echo 1 ;; esac; }
 
 # run_args NAME: scripts/run.sh's arguments for a run.
 run_args() {
     local extra
     extra="$(run_host_args "$1")"
-    printf '%s\n' --guest bench --smp 1 --guest-args "block=$(run_guest_block "$1")" \
+    printf '%s\n' --guest bench --smp "$(run_smp "$1")" --guest-args "$(run_guest_args "$1")" \
         "${ICOUNT[@]}" -append "log=info bench=on${extra:+ $extra}"
 }
 
@@ -122,7 +124,7 @@ run_once() {
     HYP_NO_BUILD=1 RUN_TIMEOUT="${RUN_TIMEOUT:-300}" "$root/scripts/run.sh" "${args[@]}" "$@" \
         </dev/null >"$log" 2>&1 || status=$?
     grep '^bench: ' "$log" >"$dir/$name.$pass.lines" || true
-    if [[ $status != 0 ]] || ! grep -q 'guest: bench: done' "$log"; then
+    if [[ $status != 0 ]] || ! grep -q 'guest: bench: \(done\|irq done\)' "$log"; then
         echo "bench.sh: run $name (pass $pass) failed with status $status (log: $log)" >&2
         tail -n 15 "$log" | sed 's/^/    | /' >&2
         return 1

@@ -17,6 +17,16 @@ pub fn wake_all() {
     asm::sev();
 }
 
+/// One turn of a loop that waits for another CPU: `yield`, a hint that
+/// costs nothing on a CPU of its own, and under QEMU's `-icount` (all
+/// CPUs on one thread, switched every 100 ms of virtual time otherwise)
+/// hands the thread to the CPU being waited for. (`spin_loop` is an `isb`
+/// on aarch64, which QEMU does not take as a hint.)
+pub fn relax() {
+    // SAFETY: `yield` is a hint with no architectural effect.
+    unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
+}
+
 /// Waits for an interrupt (`wfi`): returns when one is pending at this
 /// CPU's interface, masked or not, or spuriously.
 pub fn wait_for_interrupt() {

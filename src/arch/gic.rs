@@ -214,7 +214,7 @@ unsafe fn gicr_sgi(base: u64) -> &'static GicrSgiRegisters {
 fn wait(done: impl Fn() -> bool) -> bool {
     (0..POLLS).any(|_| {
         let d = done();
-        core::hint::spin_loop();
+        super::cpu::relax();
         d
     })
 }

@@ -6,7 +6,7 @@ use hvcore::platform::{Platform, PsciConduit};
 use log::{error, info, warn};
 
 use crate::arch::boot;
-use crate::arch::cpu::now_ms;
+use crate::arch::cpu::{self, now_ms};
 use crate::arch::percpu::{self, CpuId, MAX_CPUS};
 
 /// How long the boot CPU waits for all secondaries to announce themselves.
@@ -80,7 +80,7 @@ pub fn start_secondaries(platform: &Platform) -> Result<usize, SmpError> {
 
     let deadline = now_ms() + ONLINE_TIMEOUT_MS;
     while pending(&started).next().is_some() && now_ms() < deadline {
-        core::hint::spin_loop();
+        cpu::relax();
     }
     for id in pending(&started) {
         error!(

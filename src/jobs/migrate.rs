@@ -17,7 +17,7 @@ use log::{error, info};
 use pgtable::MemCache;
 
 use super::race;
-use crate::arch::cpu::now_ms;
+use crate::arch::cpu::{self, now_ms};
 use crate::arch::gic;
 use crate::arch::guest_mem::{self, HostRange};
 use crate::arch::percpu::{self, CpuId};
@@ -133,7 +133,7 @@ impl Migration {
 fn age(vm: &Vm, m: &Migration) {
     let ram = vm.ram();
     while m.state.load(Ordering::Acquire) < LOGGING {
-        core::hint::spin_loop();
+        cpu::relax();
     }
     let mut sweeps = 0u64;
     while m.state.load(Ordering::Acquire) == LOGGING {
@@ -153,7 +153,7 @@ fn age(vm: &Vm, m: &Migration) {
         // back to back starved them (the rounds then found little dirty).
         let until = now_ms() + AGE_PAUSE_MS;
         while now_ms() < until && m.state.load(Ordering::Acquire) == LOGGING {
-            core::hint::spin_loop();
+            cpu::relax();
         }
     }
     info!(
@@ -198,7 +198,7 @@ fn run(vm: &'static Vm, m: &Migration) -> Ran {
             );
             return Ran::Failed;
         }
-        core::hint::spin_loop();
+        cpu::relax();
     }
     info!(
         "migrate: vm{}: pre-copy of RAM ({} MiB at IPA {:#x}) to host {} on cpu {me}, at most {} rounds (fewer once a round takes at most {} pages), page aging on, race window {} spins",

@@ -15,6 +15,7 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use hvcore::escape::{Escape, Key, HELP};
+use hvcore::lines::UartLine;
 use hvcore::verdict::VmEnd;
 use log::{info, warn};
 use spin::{Mutex, Once};
@@ -49,18 +50,19 @@ pub fn start_input(intid: u32) -> bool {
     true
 }
 
-/// A byte the guest's vCPU `vcpu` of `vm` transmitted.
-pub fn output(vm: &Vm, vcpu: &Vcpu, byte: u8) {
+/// A byte the guest's vCPU `vcpu` of `vm` transmitted on its UART, whose
+/// line is `line`.
+pub fn output(vm: &Vm, vcpu: &Vcpu, line: &mut UartLine, byte: u8) {
     if vm.console_raw {
         console::write_raw(&[byte]);
-    } else if let Some((writers, line)) = vm.line.lock().push(vcpu.id(), byte) {
-        println!("[vm{}/{writers}] {line}", vm.id);
+    } else if let Some((writers, text)) = line.push(vcpu.id(), byte) {
+        println!("[vm{}/{writers}] {text}", vm.id);
     }
 }
 
 /// Prints what `vm`'s UART left unfinished on its line (it ended).
 pub fn flush(vm: &Vm) {
-    if let Some((writers, line)) = vm.line.lock().flush() {
+    if let Some((writers, line)) = vm.uart.lock().line.flush() {
         println!("[vm{}/{writers}] {line}", vm.id);
     }
 }
@@ -132,7 +134,7 @@ pub fn deliver(vm: &Vm) {
     }
     let mut uart = vm.uart.lock();
     let (front, _) = q.as_slices();
-    let (taken, line) = uart.receive(front);
+    let (taken, line) = uart.emu.receive(front);
     drop(uart);
     q.drain(..taken);
     drop(q);

@@ -32,17 +32,19 @@ pub fn access(run: &Running<'_>, device: Device, offset: u64, op: MmioOp) -> u64
         },
         Device::Uart => match op {
             MmioOp::Write { value, .. } => {
-                let effect = vm.uart.lock().write(offset, value);
+                let mut uart = vm.uart.lock();
+                let effect = uart.emu.write(offset, value);
                 if let Some(byte) = effect.tx {
-                    console::output(vm, run.vcpu, byte);
+                    console::output(vm, run.vcpu, &mut uart.line, byte);
                 }
+                drop(uart);
                 if let Some(level) = effect.line {
                     irq::set_line(vm, UART_INTID, level);
                 }
                 0
             }
             MmioOp::Read { .. } => {
-                let (value, line) = vm.uart.lock().read(offset);
+                let (value, line) = vm.uart.lock().emu.read(offset);
                 if let Some(level) = line {
                     irq::set_line(vm, UART_INTID, level);
                 }

@@ -25,7 +25,7 @@
 //! whatever it still held.
 
 use hvcore::vgic::lr::hcr;
-use hvcore::vgic::{Effects, Flush, MAX_LRS, PTIMER_INTID, VTIMER_INTID};
+use hvcore::vgic::{Effects, FlushInfo, PTIMER_INTID, VTIMER_INTID};
 use log::warn;
 
 use super::running::Running;
@@ -58,11 +58,17 @@ pub fn send_sgi(vm: &Vm, vcpu: usize, value: u64, group1: bool) {
     apply(vm, effects);
 }
 
+/// Whether physical interrupt `intid` is one forwarded to the vCPU that
+/// runs on its CPU (a timer's).
+pub fn is_forwarded(intid: u32) -> bool {
+    intid == VTIMER_INTID || intid == PTIMER_INTID
+}
+
 /// A physical interrupt acknowledged (and ended) on the CPU of the running
 /// vCPU: a timer's goes to that vCPU, still active, hardware-linked; any
 /// other is deactivated and reported.
 pub fn forward_hw(vm: &Vm, vcpu: &Vcpu, intid: u32) {
-    if intid == VTIMER_INTID || intid == PTIMER_INTID {
+    if is_forwarded(intid) {
         let effects = vm.vgic.lock().inject_hw(vcpu.id(), intid, intid);
         apply(vm, effects);
     } else {
@@ -85,39 +91,41 @@ pub fn has_pending(vm: &Vm, vcpu: &Vcpu) -> bool {
 #[inline(never)]
 pub fn fold(run: &mut Running<'_>) {
     let used = run.state.lrs_used;
-    let mut lrs = [0u64; MAX_LRS];
-    for (i, lr) in lrs.iter_mut().enumerate().take(used) {
-        *lr = vgic::read_lr(i);
-    }
     let eoicount = (vgic::read_hcr() >> 27) as u32;
-    run.vm
-        .vgic
-        .lock()
-        .fold(run.vcpu.id(), &lrs[..used], eoicount);
+    run.vm.vgic.lock().fold_with(
+        run.vcpu.id(),
+        |i| (i < used).then(|| vgic::read_lr(i)),
+        eoicount,
+    );
     run.state.lrs_used = 0;
 }
 
 /// Before an entry: the list registers the vCPU enters with, from the
-/// model (after [`fold`]). Registers it no longer needs are cleared.
+/// model (after [`fold`]), written as the model picks them; registers the
+/// previous flush left and this one does not need are cleared.
 #[inline(never)]
 pub fn flush(run: &mut Running<'_>) {
-    let f: Flush = run.vm.vgic.lock().flush(run.vcpu.id());
-    write_lrs(&f, run.state.lrs_written);
-    run.state.lrs_used = f.used;
-    run.state.lrs_written = f.used;
+    let info = run
+        .vm
+        .vgic
+        .lock()
+        .flush_with(run.vcpu.id(), vgic::write_lr);
+    for i in info.used..run.state.lrs_written {
+        vgic::write_lr(i, 0);
+    }
+    write_hcr(&info);
+    run.state.lrs_used = info.used;
+    run.state.lrs_written = info.used;
 }
 
-/// Writes the list registers of `f`, and zeroes those up to `written`
-/// (what the previous flush left), then `ICH_HCR_EL2`.
-fn write_lrs(f: &Flush, written: usize) {
-    for i in 0..f.used.max(written) {
-        vgic::write_lr(i, f.lrs[i]);
-    }
+/// `ICH_HCR_EL2` for what a flush found: the interface on, and the
+/// maintenance interrupts it asked for.
+fn write_hcr(info: &FlushInfo) {
     let mut hcr = hcr::EN;
-    if f.underflow {
+    if info.underflow {
         hcr |= hcr::UIE;
     }
-    if f.eoicount {
+    if info.eoicount {
         hcr |= hcr::LRENPIE;
     }
     vgic::write_hcr(hcr);
@@ -135,13 +143,14 @@ pub fn reset(run: &mut Running<'_>) {
     }
     run.state.vif = vgic::VcpuIf::default();
     run.state.vif.load();
-    let none = Flush {
-        lrs: [0; MAX_LRS],
+    for i in 0..vgic::nr_lrs() {
+        vgic::write_lr(i, 0);
+    }
+    write_hcr(&FlushInfo {
         used: 0,
         underflow: false,
         eoicount: false,
-    };
-    write_lrs(&none, vgic::nr_lrs());
+    });
     run.state.lrs_used = 0;
     run.state.lrs_written = 0;
 }

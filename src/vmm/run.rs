@@ -37,19 +37,26 @@ impl Guest for Running<'_> {
 
     fn exit(&mut self, index: u64) -> bool {
         self.vcpu.requests.exited();
-        let action = if self.state.lrs_used == 0 {
-            exit::handle(self, index)
-        } else {
-            exit_in_flight(self, index)
-        };
-        match action {
-            // Straight back in, unless a request holds it.
-            ExitAction::Resume => self.vcpu.requests.try_enter(),
-            action => {
-                self.action = action;
-                false
-            }
+        if self.state.lrs_used == 0 {
+            let action = exit::handle(self, index);
+            return self.resume_or(action);
         }
+        let action = exit_in_flight(self, index);
+        self.resume_or(action)
+    }
+}
+
+impl Running<'_> {
+    /// After an exit handler: straight back into the guest if it says
+    /// *resume* and nothing is pending, else out to the run loop with its
+    /// action.
+    #[inline(always)]
+    fn resume_or(&mut self, action: ExitAction) -> bool {
+        if !matches!(action, ExitAction::Resume) {
+            self.action = action;
+            return false;
+        }
+        self.vcpu.requests.try_enter() || raised_irq(self)
     }
 }
 
@@ -60,8 +67,30 @@ impl Guest for Running<'_> {
 fn exit_in_flight(run: &mut Running<'_>, index: u64) -> ExitAction {
     irq::fold(run);
     let action = exit::handle(run, index);
+    if matches!(action, ExitAction::Resume) {
+        // An interrupt raised for this vCPU meanwhile goes in with this
+        // flush (once, not again in `raised_irq`).
+        run.vcpu.requests.take_bits(req::IRQ);
+    }
     irq::flush(run);
     action
+}
+
+/// Resuming, but a request holds the vCPU: if it is only an interrupt
+/// raised for it meanwhile (its own timer's, forwarded by this very exit,
+/// or another CPU's), it goes into the list registers here and the guest
+/// is entered at once, without the way round the run loop.
+#[cold]
+#[inline(never)]
+fn raised_irq(run: &mut Running<'_>) -> bool {
+    if !run.vcpu.requests.take_bits(req::IRQ) {
+        return false;
+    }
+    if run.state.lrs_used != 0 {
+        irq::fold(run);
+    }
+    irq::flush(run);
+    run.vcpu.requests.try_enter()
 }
 
 /// Runs `vcpu` of `vm` on this CPU from reset at `start`, until it powers

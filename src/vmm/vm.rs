@@ -136,10 +136,9 @@ pub struct Vm {
     pub bus: Bus<Device>,
     /// The virtual GIC (`vmm::irq` is its door and its hardware half).
     pub vgic: Mutex<Vgic>,
-    /// The emulated UART.
-    pub uart: Mutex<Pl011Emu>,
-    /// The console line its UART is collecting (`guest.console=log`).
-    pub line: Mutex<UartLine>,
+    /// The emulated UART and the console line it is collecting, under one
+    /// lock (one per byte the guest prints).
+    pub uart: Mutex<Uart>,
     /// Console input waiting for room in the UART's receive FIFO.
     pub input: Mutex<VecDeque<u8>>,
     /// Its console output goes out raw (`guest.console=raw`), not as
@@ -210,7 +209,7 @@ impl Vm {
             &CpuKick(self),
         );
         while !self.pause.all_out(self.vcpus.iter().map(|v| &v.requests)) {
-            core::hint::spin_loop();
+            cpu::relax();
         }
         kicked
     }
@@ -271,6 +270,24 @@ impl Vm {
     /// Whether it has ended and every vCPU has left it.
     pub fn is_finished(&self) -> bool {
         self.end().is_some() && self.left.load(Ordering::Acquire) == self.vcpus.len()
+    }
+}
+
+/// A VM's emulated UART.
+pub struct Uart {
+    /// Its registers and receive FIFO.
+    pub emu: Pl011Emu,
+    /// The console line it is collecting (`guest.console=log`).
+    pub line: UartLine,
+}
+
+impl Uart {
+    /// Out of reset, nothing collected.
+    pub const fn new() -> Self {
+        Self {
+            emu: Pl011Emu::new(),
+            line: UartLine::new(),
+        }
     }
 }
 
@@ -392,8 +409,7 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
         vcpus,
         bus,
         vgic: Mutex::new(Vgic::new(cfg.cpus.len(), arch_vgic::nr_lrs())),
-        uart: Mutex::new(Pl011Emu::new()),
-        line: Mutex::new(UartLine::new()),
+        uart: Mutex::new(Uart::new()),
         input: Mutex::new(VecDeque::new()),
         console_raw: cfg.console_raw,
         max_block: cfg.max_block,
@@ -491,7 +507,7 @@ pub fn reboot(vm: &Vm) -> Result<(), VmError> {
         if vm.end().is_some() {
             return Ok(());
         }
-        core::hint::spin_loop();
+        cpu::relax();
     }
     for vcpu in &vm.vcpus {
         vcpu.requests.clear(super::vcpu::req::RESET);
@@ -506,7 +522,7 @@ pub fn reboot(vm: &Vm) -> Result<(), VmError> {
     }
     guest_mem::zero(vm.ram_host);
     vm.vgic.lock().reset_dist();
-    *vm.uart.lock() = Pl011Emu::new();
+    vm.uart.lock().emu = Pl011Emu::new();
     vm.input.lock().clear();
     let start = load(vm)?;
     vm.resetting.store(false, Ordering::SeqCst);

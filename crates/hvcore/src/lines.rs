@@ -131,6 +131,7 @@ pub struct Writers {
 
 impl Writers {
     /// Adds `vcpu`.
+    #[inline]
     fn add(&mut self, vcpu: usize) {
         let v = vcpu.min(63) as u8;
         if self.all == 0 {
@@ -179,9 +180,17 @@ impl UartLine {
 
     /// `byte`, written by `vcpu`: a complete line as [`LineBuf::push`]
     /// gives it, with its writers (just `vcpu` for a line with no text).
+    #[inline]
     pub fn push(&mut self, vcpu: usize, byte: u8) -> Option<(Writers, &str)> {
         if byte != b'\r' && byte != b'\n' {
             self.writers.add(vcpu);
+            let l = &mut self.line;
+            if l.done == 0 && l.len + 1 < LINE_MAX {
+                // The common case, one byte more of a line.
+                l.buf[l.len] = byte;
+                l.len += 1;
+                return None;
+            }
         }
         let line = self.line.push(byte)?;
         let writers = if self.writers.all == 0 {

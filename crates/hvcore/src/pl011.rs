@@ -180,11 +180,11 @@ impl Pl011Emu {
     /// The raw interrupt status.
     const fn raw(&self) -> u32 {
         let mut ris = self.ris;
-        if self.rx_len >= self.rx_trigger() {
-            ris |= int::RX;
-        }
         if self.rx_len > 0 {
             ris |= int::RT;
+            if self.rx_len >= self.rx_trigger() {
+                ris |= int::RX;
+            }
         }
         ris
     }
@@ -196,6 +196,7 @@ impl Pl011Emu {
     }
 
     /// The line's level if it changed since last reported.
+    #[inline]
     fn line_change(&mut self) -> Option<bool> {
         let now = self.line();
         (now != self.line).then(|| {
@@ -277,15 +278,27 @@ impl Pl011Emu {
     }
 
     /// A guest write of `value` (the access's low bytes) at `offset`.
+    #[inline]
     pub fn write(&mut self, offset: u64, value: u64) -> Effect {
-        let v = value as u32;
-        let mut tx = None;
+        if offset == DR {
+            // The console's path, one exit per byte: sent at once, so the
+            // transmit FIFO is empty again.
+            self.ris |= int::TX;
+            return Effect {
+                tx: Some(value as u8),
+                line: self.line_change(),
+            };
+        }
+        self.write_register(offset, value as u32);
+        Effect {
+            tx: None,
+            line: self.line_change(),
+        }
+    }
+
+    /// A write to any register but `UARTDR`.
+    fn write_register(&mut self, offset: u64, v: u32) {
         match offset {
-            DR => {
-                tx = Some(v as u8);
-                // Sent at once: the transmit FIFO is empty again.
-                self.ris |= int::TX;
-            }
             RSR | FR | RIS | MIS => {}
             ILPR => self.ilpr = v & 0xff,
             IBRD => self.ibrd = v & 0xffff,
@@ -304,10 +317,6 @@ impl Pl011Emu {
             ICR => self.ris &= !(v & int::ALL),
             DMACR => self.dmacr = v & 7,
             _ => {}
-        }
-        Effect {
-            tx,
-            line: self.line_change(),
         }
     }
 }

@@ -133,6 +133,12 @@ impl Requests {
         self.pending.fetch_and(!bits, SeqCst);
     }
 
+    /// Takes (and clears) requests `bits`, if any of them is pending: a
+    /// vCPU that serves one kind on its own path (one load when none is).
+    pub fn take_bits(&self, bits: u32) -> bool {
+        self.pending.load(SeqCst) & bits != 0 && self.pending.fetch_and(!bits, SeqCst) & bits != 0
+    }
+
     /// Takes (and clears) the pending requests.
     pub fn take(&self) -> u32 {
         self.pending.swap(0, SeqCst)

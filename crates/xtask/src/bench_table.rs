@@ -10,6 +10,9 @@ pub enum Metric {
     Insns,
     /// `exits / ops * scale`.
     Exits,
+    /// The sum of other rows' [`Metric::Insns`] values (their keys): a cost
+    /// made of brackets on different vCPUs, such as an IPI end to end.
+    Sum(&'static [&'static str]),
 }
 
 /// One row of the table.
@@ -163,6 +166,66 @@ pub const ROWS: &[Row] = &[
         false,
     ),
     row(
+        "sgi-send",
+        "IPI send: trapped ICC_SGI1R_EL1 write (the sender's exit)",
+        INSNS,
+        "SGIs",
+        None,
+        Metric::Insns,
+        1,
+        true,
+    ),
+    row(
+        "ipi-receive",
+        "IPI receive: the kick's exit and the list register fill (the receiver's)",
+        INSNS,
+        "SGIs",
+        None,
+        Metric::Insns,
+        1,
+        true,
+    ),
+    row(
+        "ipi",
+        "IPI end to end (send + receive)",
+        INSNS,
+        "",
+        Some(1500.0),
+        Metric::Sum(&["sgi-send", "ipi-receive"]),
+        1,
+        false,
+    ),
+    row(
+        "vtimer",
+        "virtual timer interrupt, physical interrupt to the guest's vector",
+        INSNS,
+        "interrupts",
+        Some(600.0),
+        Metric::Insns,
+        1,
+        true,
+    ),
+    row(
+        "gicd-read",
+        "distributor register read (GICD_TYPER)",
+        INSNS,
+        "reads",
+        Some(350.0),
+        Metric::Insns,
+        1,
+        true,
+    ),
+    row(
+        "wfi",
+        "WFI that blocks, woken by the vCPU's timer",
+        INSNS,
+        "WFIs",
+        None,
+        Metric::Insns,
+        1,
+        true,
+    ),
+    row(
         "dirty-log",
         "dirty-log get-and-clear per 1,000 pages",
         INSNS,
@@ -298,6 +361,40 @@ pub fn build_rows(runs: &[RunOutput], ctx: &Context, rows_wanted: &[Row]) -> Tab
             None => "—".to_string(),
             Some(t) => format!("≤ {}", num(t)),
         };
+        if let Metric::Sum(keys) = r.metric {
+            let parts: Option<Vec<f64>> = keys
+                .iter()
+                .map(|k| {
+                    let (_, n) = seen.iter().find(|(_, s)| s.key == *k)?;
+                    (n.ops > 0).then(|| {
+                        (i128::from(n.insns) - i128::from(n.bracket)) as f64 / n.ops as f64
+                    })
+                })
+                .collect();
+            let (value, sample) = match parts {
+                Some(p) => (
+                    num(p.iter().sum::<f64>()),
+                    format!("sum of {}", keys.join(" and ")),
+                ),
+                None => {
+                    errors.push(format!(
+                        "bench {}: a part ({}) is missing",
+                        r.key,
+                        keys.join(", ")
+                    ));
+                    ("no data".to_string(), String::new())
+                }
+            };
+            let result = match (r.target, parts_sum(&value)) {
+                (Some(t), Some(v)) if v <= t => "met".to_string(),
+                (Some(t), Some(v)) => {
+                    format!("missed by {} (+{})", num(v - t), percent((v - t) / t, 0))
+                }
+                _ => "—".to_string(),
+            };
+            rows.push([r.label.into(), value, r.unit.into(), sample, target, result]);
+            continue;
+        }
         let Some((run, n)) = seen.iter().find(|(_, s)| s.key == r.key) else {
             errors.push(format!("no `bench: {}:` line in any run", r.key));
             rows.push([
@@ -327,6 +424,7 @@ pub fn build_rows(runs: &[RunOutput], ctx: &Context, rows_wanted: &[Row]) -> Tab
                     * f64::from(r.scale)
             }
             Metric::Exits => n.exits as f64 / n.ops as f64 * f64::from(r.scale),
+            Metric::Sum(_) => unreachable!("sums are made above"),
         };
         let mut sample = format!("{} {}", n.ops, r.noun);
         if r.metric == Metric::Exits {
@@ -370,7 +468,7 @@ pub fn build_rows(runs: &[RunOutput], ctx: &Context, rows_wanted: &[Row]) -> Tab
         "## hyp: EL2 instructions per exit and per fault
 
 {machine}, `-icount shift=0,sleep=off`, `-machine virt,virtualization=on,gic-version=3 -cpu cortex-a72`,
-one vCPU; hyp {commit}. Instructions retired at EL2 (PMU event `INST_RETIRED`, counted at EL2 only),
+one vCPU (two for the IPI rows, each bracket on its own vCPU); hyp {commit}. Instructions retired at EL2 (PMU event `INST_RETIRED`, counted at EL2 only),
 from the exception vector to `eret`, per operation; the bracket's own cost ({bracket} instructions)
 subtracted. The dirty-log row is one get-and-clear alone (take the bitmap words, write-protect each
 run of dirty pages with a shared walk, one TLB invalidation), metered inside the hypervisor, per
@@ -385,6 +483,11 @@ run of dirty pages with a shared walk, one TLB invalidation), metered inside the
         repeat = ctx.repeat,
     );
     Table { report, errors }
+}
+
+/// A value as [`num`] wrote it, back as a number (`None` for "no data").
+fn parts_sum(text: &str) -> Option<f64> {
+    text.parse().ok()
 }
 
 /// The two passes' lines of one run.

@@ -551,9 +551,9 @@ fn guest_dtb_cmd(args: &[String]) -> i32 {
     let (mut cpus, mut mib, mut out) = (None, None, None);
     for (flag, value) in pairs(WHO, args) {
         let number = || -> u64 {
-            value
-                .parse()
-                .unwrap_or_else(|_| usage_error(&format!("{WHO}: {flag} {value}: expected a number")))
+            value.parse().unwrap_or_else(|_| {
+                usage_error(&format!("{WHO}: {flag} {value}: expected a number"))
+            })
         };
         match flag {
             "--cpus" => cpus = Some(number() as usize),
@@ -567,7 +567,8 @@ fn guest_dtb_cmd(args: &[String]) -> i32 {
     };
     let map = MemoryMap::new(mib << 20, cpus);
     let mut desc = VmDesc::new(&map, "");
-    desc.seeds = Some(hvcore::entropy::Entropy::gather([&b"cargo xtask guest-dtb"[..]]).seeds(0, 0));
+    desc.seeds =
+        Some(hvcore::entropy::Entropy::gather([&b"cargo xtask guest-dtb"[..]]).seeds(0, 0));
     match build(&desc) {
         Ok(blob) => write_file(WHO, out, &blob),
         Err(e) => {

@@ -76,7 +76,8 @@ fn asynchronous(run: &mut Running<'_>, vector: Vector) -> ExitAction {
 /// the console's input, or one for the vCPU (its timers).
 pub fn take_irqs(vm: &Vm, vcpu: &Vcpu) {
     gic::handle_irqs(|intid| {
-        if !console::host_irq(intid) {
+        // The timers' first: they are the common case.
+        if irq::is_forwarded(intid) || !console::host_irq(intid) {
             irq::forward_hw(vm, vcpu, intid);
         }
     });

@@ -155,6 +155,18 @@ pub struct Effects {
     pub kick: u64,
 }
 
+/// What a vCPU enters with besides its list registers' values
+/// ([`Vgic::flush_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlushInfo {
+    /// How many list registers hold an interrupt.
+    pub used: usize,
+    /// More interrupts are waiting than fit: set `ICH_HCR_EL2.UIE`.
+    pub underflow: bool,
+    /// More interrupts are active than fit: set `ICH_HCR_EL2.LRENPIE`.
+    pub eoicount: bool,
+}
+
 /// What a vCPU enters with: the list registers to write and whether to ask
 /// for the underflow maintenance interrupt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,8 +342,9 @@ impl Vgic {
         if level {
             self.heat(vcpu, intid);
         }
+        // Only a rising line can make something pending.
         Effects {
-            kick: if level { Self::kick_of(owner) } else { 0 },
+            kick: if rising { Self::kick_of(owner) } else { 0 },
         }
     }
 
@@ -365,9 +378,15 @@ impl Vgic {
             let cpu = &mut self.cpus[target];
             let irq = &mut cpu.private[intid as usize];
             if irq.group1 == group1 {
+                // Already pending: its vCPU was asked to look when it became
+                // so, and one more edge changes nothing (no kick: a guest
+                // repeating an SGI that cannot be taken costs its target
+                // nothing).
+                if !irq.latch {
+                    kick |= Self::kick_of(Some(target));
+                }
                 irq.latch = true;
                 cpu.hot |= 1 << intid;
-                kick |= Self::kick_of(Some(target));
             }
         }
         Effects { kick }
@@ -387,8 +406,21 @@ impl Vgic {
     /// The list registers `vcpu` enters with (see the module doc). Call
     /// after [`Vgic::fold`]: the list registers must be empty.
     pub fn flush(&mut self, vcpu: usize) -> Flush {
-        let mut out = Flush {
-            lrs: [0; MAX_LRS],
+        let mut lrs = [0; MAX_LRS];
+        let info = self.flush_with(vcpu, |slot, value| lrs[slot] = value);
+        Flush {
+            lrs,
+            used: info.used,
+            underflow: info.underflow,
+            eoicount: info.eoicount,
+        }
+    }
+
+    /// [`Vgic::flush`], handing list register `n`'s value to `write(n,
+    /// value)` (registers `used` and up are the caller's to clear): the
+    /// hardware layer writes them straight to the CPU.
+    pub fn flush_with(&mut self, vcpu: usize, mut write: impl FnMut(usize, u64)) -> FlushInfo {
+        let mut out = FlushInfo {
             used: 0,
             underflow: false,
             eoicount: false,
@@ -397,21 +429,41 @@ impl Vgic {
             return out;
         }
         self.cool(vcpu);
-        // Candidates: (active first, priority, intid).
-        let mut cand: Vec<(bool, u8, u32)> = Vec::new();
+        // The most urgent `nr_lrs` candidates, kept sorted as they come
+        // (active first, then priority, then INTID: one u32 key each), on
+        // the stack: this runs on every exit with interrupts in flight, and
+        // there are seldom more than a few.
+        let keep = self.nr_lrs;
+        let mut best = [0u32; MAX_LRS];
+        let (mut kept, mut total, mut active) = (0, 0, 0);
         for intid in self.hot_for(vcpu) {
             let irq = self.irq(vcpu, intid).expect("in range");
-            if irq.in_lr {
+            if irq.in_lr || !(irq.active || self.deliverable(irq)) {
                 continue;
             }
-            if irq.active || self.deliverable(irq) {
-                cand.push((!irq.active, irq.priority, intid));
+            total += 1;
+            active += usize::from(irq.active);
+            let key = u32::from(!irq.active) << 18 | u32::from(irq.priority) << 10 | intid;
+            // Insertion into the sorted prefix; what falls off the end
+            // waits for a later flush.
+            let mut at = if kept < keep {
+                kept += 1;
+                kept - 1
+            } else if key < best[keep - 1] {
+                keep - 1
+            } else {
+                continue;
+            };
+            while at > 0 && best[at - 1] > key {
+                best[at] = best[at - 1];
+                at -= 1;
             }
+            best[at] = key;
         }
-        cand.sort_unstable();
-        out.underflow = cand.len() > self.nr_lrs;
-        out.eoicount = cand.iter().filter(|c| !c.0).count() > self.nr_lrs;
-        for &(_, _, intid) in cand.iter().take(self.nr_lrs) {
+        out.underflow = total > keep;
+        out.eoicount = active > keep;
+        for &key in &best[..kept] {
+            let intid = key & 0x3ff;
             let deliver = self.deliverable(self.irq(vcpu, intid).expect("in range"));
             let irq = self.irq_mut(vcpu, intid).expect("in range");
             // An active level interrupt is not also pending by its line:
@@ -435,8 +487,9 @@ impl Vgic {
             }
             irq.in_lr = true;
             let slot = out.used;
-            out.lrs[slot] = lr.encode();
-            self.cpus[vcpu].lrs[slot] = Some((intid, out.lrs[slot]));
+            let value = lr.encode();
+            write(slot, value);
+            self.cpus[vcpu].lrs[slot] = Some((intid, value));
             out.used += 1;
         }
         out
@@ -459,6 +512,13 @@ impl Vgic {
     /// that many active ones outside the list registers are deactivated,
     /// most urgent first, as the guest ends them in that order.
     pub fn fold(&mut self, vcpu: usize, lrs: &[u64], eoicount: u32) {
+        self.fold_with(vcpu, |slot| lrs.get(slot).copied(), eoicount);
+    }
+
+    /// [`Vgic::fold`], reading list register `n` with `read(n)` (only
+    /// those the last flush filled; `None`: left as written): the hardware
+    /// layer reads them straight from the CPU, with no array on the way.
+    pub fn fold_with(&mut self, vcpu: usize, read: impl Fn(usize) -> Option<u64>, eoicount: u32) {
         if vcpu >= self.cpus.len() {
             return;
         }
@@ -472,11 +532,12 @@ impl Vgic {
                 None => break,
             }
         }
-        for slot in 0..MAX_LRS {
+        // Only the first `nr_lrs` are ever filled.
+        for slot in 0..self.nr_lrs {
             let Some((intid, written)) = self.cpus[vcpu].lrs[slot].take() else {
                 continue;
             };
-            let lr = Lr::decode(lrs.get(slot).copied().unwrap_or(written));
+            let lr = Lr::decode(read(slot).unwrap_or(written));
             let Some(irq) = self.irq_mut(vcpu, intid) else {
                 continue;
             };

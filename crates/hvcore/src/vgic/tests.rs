@@ -339,6 +339,29 @@ fn spis_follow_their_route_and_group_enables() {
     assert_eq!(g.flush(0).used, 0, "disabled: not delivered");
 }
 
+/// What is already pending costs its vCPU no second kick: a guest that
+/// repeats an SGI its target cannot take yet (masked, or below a running
+/// priority), or a device that keeps its line up, does not keep the target
+/// exiting.
+#[test]
+fn no_kick_without_a_change() {
+    let mut g = ready(2, 4);
+    assert_eq!(g.send_sgi(0, 7 << 24 | 0b10, true).kick, 0b10);
+    for _ in 0..3 {
+        assert_eq!(g.send_sgi(0, 7 << 24 | 0b10, true).kick, 0, "still pending");
+    }
+    // Once it moved to a list register, a new edge is news again.
+    let f = g.flush(1);
+    assert_eq!(f.used, 1);
+    assert_eq!(g.send_sgi(0, 7 << 24 | 0b10, true).kick, 0b10);
+    g.fold(1, &f.lrs[..1], 0);
+    // A level line: kicked when it rises, not while it stays up.
+    assert_eq!(g.set_line(0, 33, true).kick, 0b1);
+    assert_eq!(g.set_line(0, 33, true).kick, 0);
+    assert_eq!(g.set_line(0, 33, false).kick, 0);
+    assert_eq!(g.set_line(0, 33, true).kick, 0b1);
+}
+
 #[test]
 fn hostile_inputs_do_not_panic() {
     let mut g = ready(2, 4);
