@@ -3,7 +3,7 @@
 # fault, measured under QEMU with -icount (runs are then repeatable to the
 # instruction), as one table, printed and written to target/bench/report.md.
 #
-#   scripts/bench.sh [--once] [--host] [--profile] [--out FILE]
+#   scripts/bench.sh [--once] [--host] [--profile] [--no-linux] [--out FILE]
 #
 # How: each run boots the hypervisor with bench=on and the `bench` test guest
 # on one vCPU (scripts/run.sh --guest bench --smp 1), under
@@ -28,7 +28,16 @@
 #               instruction per line, EL2 code only) and write, per bracket,
 #               the instructions per exit by function to target/bench/profile.md
 #               (scripts/bench-profile.sh); slower (about a minute)
+#   --no-linux  leave out the Linux boot section (below)
 #   --out FILE  write the report there instead of target/bench/report.md
+#
+# The Linux boot section (once, whatever --once says): Debian's kernel and
+# a busybox initramfs (scripts/linux.sh) booted to the userspace marker on
+# bare QEMU at EL1 and under the hypervisor, with the same device tree
+# (cargo xtask guest-dtb): instructions under -icount (one vCPU), wall time
+# from QEMU's start (two vCPUs, cargo xtask stopwatch), exits by reason, and
+# console exits per character (a boot with the kernel log against a quiet
+# one); cargo xtask linux-table builds the table.
 #
 # Exit status: 0 if every run passed and (unless --once) both passes gave
 # identical counts; 1 otherwise (a run failed, a row is missing, a bracket
@@ -51,12 +60,13 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/image.sh
 source "$root/scripts/image.sh"
 
-passes=2 host=0 profile=0 out=""
+passes=2 host=0 profile=0 linux=1 out=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --once) passes=1 && shift ;;
         --host) host=1 && shift ;;
         --profile) profile=1 && shift ;;
+        --no-linux) linux=0 && shift ;;
         --out)
             [[ $# -ge 2 ]] || { echo "bench.sh: --out needs a file" >&2 && exit 2; }
             out="$2" && shift 2
@@ -147,6 +157,45 @@ done
 machine="$(qemu-system-aarch64 --version | head -n 1 | sed 's/ (.*//; s/^QEMU emulator version /QEMU /')"
 commit="$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
 xtask bench-table --out "$out" --machine "$machine" --commit "$commit" "${table_args[@]}" || failed=1
+
+if [[ $linux == 1 ]]; then
+    echo
+    echo "bench.sh: Linux boot, bare QEMU and under the hypervisor..."
+    if ! mapfile -t linux_files < <("$root/scripts/linux.sh" 2>"$dir/linux-fetch.log") ||
+        [[ ${#linux_files[@]} != 2 ]]; then
+        echo "bench.sh: scripts/linux.sh failed (log: $dir/linux-fetch.log)" >&2
+        failed=1
+    else
+        kernel="${linux_files[0]}" initramfs="${linux_files[1]}"
+        xtask guest-dtb --cpus 1 --mem-mib 512 -o "$dir/guest-1.dtb"
+        xtask guest-dtb --cpus 2 --mem-mib 512 -o "$dir/guest-2.dtb"
+        xtask bundle -o "$dir/linux.bundle" --kernel "$kernel" --initrd "$initramfs"
+        bare=(qemu-system-aarch64 -machine virt,gic-version=3 -cpu cortex-a72 -m 512M -display none
+            -monitor none -chardev stdio,id=console,signal=off -serial chardev:console -nic none
+            -kernel "$kernel" -initrd "$initramfs" -append "console=ttyAMA0 quiet hyp.init=bench")
+        # hyp ARGS...: the hypervisor's QEMU command line for the bundle (run.sh's own).
+        hyp() {
+            local line
+            line="$(RUN_DRY=1 "$root/scripts/run.sh" --guest "$dir/linux.bundle" --mem 512M \
+                -append "log=info reset=exit -- console=ttyAMA0 panic=-1 hyp.init=bench $1" "${@:2}")"
+            eval "hyp_cmd=($line)"
+        }
+        hyp quiet --smp 1 "${ICOUNT[@]}"
+        timeout 300 "${bare[@]}" -smp 1 -dtb "$dir/guest-1.dtb" "${ICOUNT[@]}" </dev/null \
+            >"$dir/linux-bare.log" 2>&1 || failed=1
+        timeout 300 "${hyp_cmd[@]}" </dev/null >"$dir/linux-hyp.log" 2>&1 || failed=1
+        hyp "" --smp 1 "${ICOUNT[@]}"
+        timeout 300 "${hyp_cmd[@]}" </dev/null >"$dir/linux-loud.log" 2>&1 || failed=1
+        xtask stopwatch --until "linux-guest: marker" --log "$dir/linux-bare-wall.log" -- \
+            timeout 300 "${bare[@]}" -smp 2 -dtb "$dir/guest-2.dtb" >/dev/null || failed=1
+        hyp quiet --smp 2
+        xtask stopwatch --until "linux-guest: marker" --log "$dir/linux-hyp-wall.log" -- \
+            timeout 300 "${hyp_cmd[@]}" >/dev/null || failed=1
+        xtask linux-table --bare "$dir/linux-bare.log" --hyp "$dir/linux-hyp.log" \
+            --loud "$dir/linux-loud.log" --bare-wall "$dir/linux-bare-wall.log" \
+            --hyp-wall "$dir/linux-hyp-wall.log" --vcpus 2 | tee -a "$out" || failed=1
+    fi
+fi
 
 if [[ $host == 1 ]]; then
     echo

@@ -105,11 +105,7 @@ pub fn fold(run: &mut Running<'_>) {
 /// previous flush left and this one does not need are cleared.
 #[inline(never)]
 pub fn flush(run: &mut Running<'_>) {
-    let info = run
-        .vm
-        .vgic
-        .lock()
-        .flush_with(run.vcpu.id(), vgic::write_lr);
+    let info = run.vm.vgic.lock().flush_with(run.vcpu.id(), vgic::write_lr);
     for i in info.used..run.state.lrs_written {
         vgic::write_lr(i, 0);
     }

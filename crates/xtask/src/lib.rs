@@ -7,6 +7,7 @@ pub mod cpio;
 pub mod deps;
 pub mod diff;
 pub mod json;
+pub mod linux_bench;
 pub mod linux_check;
 pub mod pyfmt;
 

@@ -34,6 +34,12 @@ usage: cargo xtask <subcommand> [args...]
       The device tree the hypervisor gives a VM with N vCPUs and M MiB of RAM (hvcore::guest_dt),
       with an rng-seed and a kaslr-seed (fixed) and no command line: the benchmark boots bare QEMU
       with it (-dtb), so that both sides of a comparison boot the same devices, seeded alike.
+  stopwatch --until TEXT --log FILE -- COMMAND [ARGS...]
+      Runs COMMAND (standard input closed, output into FILE) and appends `stopwatch: S s to TEXT`
+      to FILE: the wall time from its start to the first output line containing TEXT. Exit status:
+      COMMAND's, or 1 if TEXT never came.
+  linux-table --bare LOG --hyp LOG --loud LOG --bare-wall LOG --hyp-wall LOG --vcpus N
+      scripts/bench.sh's Linux boot table (crates/xtask/src/linux_bench.rs), printed.
   linux-check --cpus N --min-mem-kb KB LOG
       The Linux smoke tests' checks of a run's console log (guests/linux/init, hyp.init=test):
       the marker with nproc and MemTotal, the workload, timer interrupts and IPIs on every CPU
@@ -60,6 +66,8 @@ fn main() {
         "bundle" => bundle_cmd(args),
         "linux-check" => linux_check_cmd(args),
         "guest-dtb" => guest_dtb_cmd(args),
+        "stopwatch" => stopwatch_cmd(args),
+        "linux-table" => linux_table_cmd(args),
         "help" | "--help" | "-h" => {
             print(USAGE);
             0
@@ -573,6 +581,119 @@ fn guest_dtb_cmd(args: &[String]) -> i32 {
         Ok(blob) => write_file(WHO, out, &blob),
         Err(e) => {
             eprintln!("{WHO}: {e}");
+            1
+        }
+    }
+}
+
+fn stopwatch_cmd(args: &[String]) -> i32 {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    const WHO: &str = "stopwatch";
+    let Some(split) = args.iter().position(|a| a == "--") else {
+        usage_error("stopwatch needs -- COMMAND")
+    };
+    let (opts, command) = (&args[..split], &args[split + 1..]);
+    let (mut until, mut log) = (None, None);
+    for (flag, value) in pairs(WHO, opts) {
+        match flag {
+            "--until" => until = Some(value),
+            "--log" => log = Some(value),
+            other => usage_error(&format!("{WHO}: unknown option {other}")),
+        }
+    }
+    let (Some(until), Some(log), Some((program, rest))) = (until, log, command.split_first())
+    else {
+        usage_error("stopwatch needs --until TEXT --log FILE -- COMMAND")
+    };
+    let mut out = match std::fs::File::create(log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{WHO}: {log}: {e}");
+            return 1;
+        }
+    };
+    let start = std::time::Instant::now();
+    let mut child = match Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{WHO}: {program}: {e}");
+            return 1;
+        }
+    };
+    let mut seen = None;
+    let reader = BufReader::new(child.stdout.take().expect("piped"));
+    for line in reader.split(b'\n') {
+        let Ok(line) = line else { break };
+        if seen.is_none() && String::from_utf8_lossy(&line).contains(until) {
+            seen = Some(start.elapsed());
+        }
+        let _ = out.write_all(&line).and_then(|()| out.write_all(b"\n"));
+    }
+    let status = child.wait().map_or(1, |s| s.code().unwrap_or(1));
+    match seen {
+        Some(t) => {
+            let line = format!("stopwatch: {:.3} s to {until}\n", t.as_secs_f64());
+            let _ = out.write_all(line.as_bytes());
+            print(&line);
+            status
+        }
+        None => {
+            eprintln!("{WHO}: `{until}` never came (log: {log})");
+            1
+        }
+    }
+}
+
+fn linux_table_cmd(args: &[String]) -> i32 {
+    use xtask::linux_bench::{table, Logs};
+    const WHO: &str = "linux-table";
+    let mut files: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    let mut vcpus = 0;
+    for (flag, value) in pairs(WHO, args) {
+        match flag {
+            "--vcpus" => {
+                vcpus = value.parse().unwrap_or_else(|_| {
+                    usage_error(&format!("{WHO}: --vcpus {value}: expected a number"))
+                })
+            }
+            "--bare" | "--hyp" | "--loud" | "--bare-wall" | "--hyp-wall" => {
+                let Some(bytes) = read_file(WHO, value) else {
+                    return 1;
+                };
+                files.insert(flag, String::from_utf8_lossy(&bytes).into_owned());
+            }
+            other => usage_error(&format!("{WHO}: unknown option {other}")),
+        }
+    }
+    let get = |k: &str| {
+        files
+            .get(k)
+            .map(String::as_str)
+            .unwrap_or_else(|| usage_error(&format!("{WHO} needs {k}")))
+    };
+    let logs = Logs {
+        bare: get("--bare"),
+        hyp: get("--hyp"),
+        loud: get("--loud"),
+        bare_wall: get("--bare-wall"),
+        hyp_wall: get("--hyp-wall"),
+    };
+    match table(&logs, vcpus) {
+        Ok((text, _)) => {
+            print(&text);
+            0
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{WHO}: {e}");
+            }
             1
         }
     }

@@ -532,10 +532,11 @@ impl Vgic {
                 None => break,
             }
         }
-        // Only the first `nr_lrs` are ever filled.
+        // A flush fills the first registers in order: the first empty one
+        // ends them.
         for slot in 0..self.nr_lrs {
             let Some((intid, written)) = self.cpus[vcpu].lrs[slot].take() else {
-                continue;
+                break;
             };
             let lr = Lr::decode(read(slot).unwrap_or(written));
             let Some(irq) = self.irq_mut(vcpu, intid) else {
