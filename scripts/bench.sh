@@ -158,6 +158,33 @@ machine="$(qemu-system-aarch64 --version | head -n 1 | sed 's/ (.*//; s/^QEMU em
 commit="$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
 xtask bench-table --out "$out" --machine "$machine" --commit "$commit" "${table_args[@]}" || failed=1
 
+# The benchmark guest again with a second VM busy beside it (its vCPU
+# counting on CPU 1), once: the same rows must stay within a few percent.
+busy_log="$dir/busy.log"
+HYP_NO_BUILD=1 RUN_TIMEOUT="${RUN_TIMEOUT:-300}" "$root/scripts/run.sh" \
+    --vm "guest=bench,cpus=0,mem=128M,args=block=2M" \
+    --vm "guest=isolate,cpus=1,mem=32M,args=role=progress ms=4000 every_ms=1000" \
+    "${ICOUNT[@]}" -append "log=info bench=on" </dev/null >"$busy_log" 2>&1 || true
+grep '^bench: ' "$busy_log" >"$dir/busy.lines" || true
+if grep -q 'guest: bench: done' "$busy_log" && grep -q 'never stalled' "$busy_log"; then
+    {
+        echo
+        echo "## The same brackets beside a second, busy VM"
+        echo
+        echo "The benchmark guest on CPU 0 (VM 0) while VM 1 counts in a loop on CPU 1, same build."
+        echo "Left out: the permission-relax rows. Their guest invalidates its instruction cache, which"
+        echo "makes QEMU flush every CPU's translations at a point where all CPUs stop, and under"
+        echo "-icount (one thread for all CPUs) QEMU's PMU counts the instruction count of every CPU:"
+        echo "the busy VM's loop is then counted as this CPU's EL2 instructions (about 100 M per flush)."
+        echo
+        xtask bench-compare --base "$dir/blocks.1.lines" --other "$dir/busy.lines" --what "beside a busy VM" \
+            --skip relax-4k,relax-2m
+    } | tee -a "$out"
+else
+    echo "bench.sh: the run beside a busy VM failed (log: $busy_log)" >&2
+    failed=1
+fi
+
 if [[ $linux == 1 ]]; then
     echo
     echo "bench.sh: Linux boot, bare QEMU and under the hypervisor..."

@@ -22,6 +22,14 @@
 #                       default) or byte for byte (raw: a terminal session).
 #                       Typing goes to the guest either way; Ctrl-A x ends the
 #                       run, Ctrl-A h lists the keys.
+#   --vm SPEC           one VM (repeat for several): comma-separated settings,
+#                       guest=NAME|FILE (required), cpus=LIST (its physical
+#                       CPUs, one vCPU each, e.g. 0-1,3; required), mem=SIZE
+#                       (default 128M), initrd=FILE, block=4K|2M|1G,
+#                       budget=PAGES (its stage-2 table pages), then args=...
+#                       (its command line, the rest of SPEC). VM n is the
+#                       n-th; QEMU gets the CPUs and memory they need.
+#   --vms FILE          VMs from a file, one SPEC per line (# comments).
 #   --no-guest          no guest: boot the hypervisor only (guest=none).
 #   --smp N             N vCPUs (guest.smp=N) on N physical CPUs (QEMU -smp N).
 #   --mem SIZE          guest RAM, e.g. 128M, 1G: bytes with an optional K/M/G
@@ -84,12 +92,14 @@ size_mib() {
 }
 
 guest="" guest_given=0 no_guest=0 smp="" mem="" guest_args="" qemu_args=()
-initrd_file="" linux=0 console_mode=""
+initrd_file="" linux=0 console_mode="" vm_specs=() vm_file=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --guest | --smp | --mem | --guest-args | --initrd | --console)
+        --guest | --smp | --mem | --guest-args | --initrd | --console | --vm | --vms)
             [[ $# -ge 2 ]] || usage_error "$1 needs a value"
             case "$1" in
+                --vm) vm_specs+=("$2") ;;
+                --vms) vm_file="$2" ;;
                 --guest) guest="$2" guest_given=1 ;;
                 --initrd) initrd_file="$2" ;;
                 --console) console_mode="$2" ;;
@@ -140,6 +150,11 @@ if [[ $linux == 1 ]]; then
     guest_args="console=ttyAMA0 panic=-1 hyp.init=shell${guest_args:+ $guest_args}"
     if [[ -z "$console_mode" && -t 0 ]]; then console_mode=raw; fi
 fi
+if [[ ${#vm_specs[@]} -gt 0 || -n "$vm_file" ]]; then
+    [[ -z "$guest" && -z "$initrd_file" && $linux == 0 && $no_guest == 0 && -z "$smp" && -z "$mem" && -z "$guest_args" ]] ||
+        usage_error "--vm/--vms describe every VM: no --guest, --initrd, --linux, --no-guest, --smp, --mem or --guest-args with them"
+    [[ -z "$vm_file" || -f "$vm_file" ]] || usage_error "--vms $vm_file: no such file"
+fi
 [[ -z "$initrd_file" || -f "$initrd_file" ]] || usage_error "--initrd $initrd_file: no such file"
 [[ -z "$initrd_file" || -n "$guest" ]] || usage_error "--initrd needs --guest KERNEL"
 
@@ -158,9 +173,21 @@ if [[ "${HYP_NO_BUILD:-0}" != 1 && "${RUN_DRY:-0}" != 1 ]]; then
 fi
 
 # The guest image: a test guest by name, else a file; the default guest
-# unless there is none or the caller passes its own -initrd.
+# unless there is none or the caller passes its own -initrd. Several VMs:
+# their bundle, and the CPUs and memory QEMU must give them.
 guest_file=""
-if [[ $no_guest == 0 && $user_initrd == 0 ]]; then
+if [[ ${#vm_specs[@]} -gt 0 || -n "$vm_file" ]]; then
+    mkdir -p "$root/target/bundles"
+    bundle="$(mktemp "$root/target/bundles/vms.XXXXXX")"
+    vm_args=()
+    for spec in "${vm_specs[@]}"; do vm_args+=(--vm-spec "$spec"); done
+    if [[ -n "$vm_file" ]]; then vm_args+=(--vm-file "$vm_file"); fi
+    machine_line="$(cd "$root" && cargo xtask bundle -o "$bundle" --guest-dir "$GUEST_DIR" "${vm_args[@]}")" ||
+        { rm -f "$bundle"; usage_error "bad VM description (above)"; }
+    guest_file="$bundle"
+    read -r _ _ vm_cpus _ vm_mib <<<"$machine_line"
+    smp_needed="$vm_cpus" mem_needed="$vm_mib"
+elif [[ $no_guest == 0 && $user_initrd == 0 ]]; then
     name="${guest:-$GUEST_DEFAULT}"
     if [[ "$name" != */* ]] && is_guest_name "$name"; then
         guest_file="$(guest_image "$name")"
@@ -227,6 +254,11 @@ append=()
 # The machine: the default one, with --smp/--mem's CPU count and RAM size.
 qemu_smp="" qemu_mem=""
 if [[ -n "$smp" ]]; then qemu_smp="$smp"; fi
+# Several VMs: at least the CPUs they name (the default's 4) and their memory.
+if [[ -n "${smp_needed:-}" ]]; then
+    qemu_smp=$((smp_needed > 4 ? smp_needed : 4))
+    qemu_mem="${mem_needed}M"
+fi
 if [[ -n "$mem" ]]; then
     qemu_mib=$(($(size_mib "$mem") + 512))
     ((qemu_mib >= 1024)) || qemu_mib=1024

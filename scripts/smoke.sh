@@ -313,6 +313,80 @@ linux_tests() {
         -- --linux --guest-args "rdinit=/nope quiet" -append "log=info reset=exit"
 }
 
+# Several VMs (run.sh --vm): each on its own CPUs, ending on its own; the
+# run's status is the most severe (hvcore::verdict). isolate (guests/src/
+# bin/isolate.rs) plays the other side: fill/scan for isolation, progress
+# for containment (its count must keep advancing beside the other VM),
+# reset for a VM that reboots.
+vm_tests() {
+    local kernel initramfs progress="guest=isolate,cpus=2,mem=32M,args=role=progress ms=3000"
+    boot_test "two VMs: smp on CPUs 0-1 and exit on CPU 2 end on their own, the run's status is 7" 7 \
+        "[vm0/vcpu1] guest: smp: vcpu1 online" "[vm1/vcpu0] guest: exit: status 7" \
+        "INFO  cpu2: vm1: powered off with status 7" "run: vm0 powered off with status 0" \
+        "run: vm1 powered off with status 7" "vm0: stats: exits:" "vm1: stats: exits:" \
+        -- --vm "guest=smp,cpus=0-1,mem=64M" --vm "guest=exit,cpus=2"
+
+    boot_test "three VMs with different guests, RAM sizes and VMIDs" 0 \
+        "vm0: stage 2: VMID 1" "vm1: stage 2: VMID 2" "vm2: stage 2: VMID 3" \
+        "guest: smp: 2 vCPUs touched 32 MiB" "[vm1/vcpu0] guest: hello: 1 vCPUs, 32 MiB RAM" \
+        "[vm2/vcpu0] guest: touch: touched 16 MiB" "run: vm2 powered off with status 0" \
+        -- --vm "guest=smp,cpus=0-1,mem=64M" --vm "guest=hello,cpus=2,mem=32M" \
+        --vm "guest=touch,cpus=3,mem=48M,args=touch=16"
+
+    boot_test "isolation: one VM's secrets fill its RAM, the other reads all its RAM and 8 GiB of IPA space, finds none" 0 \
+        "guest: isolate: fill: 60 MiB of secrets" "guest: isolate: scan: 64 MiB of its RAM read, no secret" \
+        "probes of IPA space outside its memory up to 8 GiB, all aborted, no secret" \
+        "guest: isolate: fill: secrets held 4000 ms, intact" "NOT:guest: FAIL" \
+        -- --vm "guest=isolate,cpus=0,mem=64M,args=role=fill hold_ms=4000" \
+        --vm "guest=isolate,cpus=1,mem=64M,args=role=scan wait_ms=1000"
+
+    boot_test "containment: a VM that spends its stage-2 budget is stopped (65), the other keeps counting" 65 \
+        "vm0/vcpu0: cannot serve" "(its stage-2 table budget is spent): stopping the VM" \
+        "run: vm0 stopped by the hypervisor: its stage-2 table budget is spent" \
+        "[vm1/vcpu0] guest: isolate: progress:" "never stalled" "run: vm1 powered off with status 0" \
+        -- --vm "guest=touch,cpus=0-1,mem=64M,block=4K,budget=16,args=touch=32" \
+        --vm "$progress"
+
+    boot_test "containment: an SGI storm in one VM, the other keeps counting" 0 \
+        "guest: storm: every worker progressed under the storm ok" "[vm1/vcpu0] guest: isolate: progress:" \
+        "never stalled" "NOT:guest: FAIL" -- --vm "guest=storm,cpus=0-1,mem=64M" --vm "$progress"
+
+    boot_test "containment: thousands of refused accesses in one VM, the other keeps counting" 0 \
+        "all aborted, no secret" "[vm1/vcpu0] guest: isolate: progress:" "never stalled" "NOT:guest: FAIL" \
+        -- --vm "guest=isolate,cpus=0-1,mem=64M,args=role=scan wait_ms=0" --vm "$progress"
+
+    boot_test "containment: one VM reboots twice (reset=2), the other keeps counting" 66 \
+        "SYSTEM_RESET: rebooting the VM" "run: vm0 asked for a reset" \
+        "[vm1/vcpu0] guest: isolate: progress:" "never stalled" "run: vm1 powered off with status 0" \
+        -- --vm "guest=isolate,cpus=0,mem=32M,args=role=reset" --vm "$progress" -append "log=info reset=2"
+
+    # Bad descriptions: refused before anything boots, each with its message.
+    boot_test "VMs naming the same CPU are refused" 70 \
+        "error: vm0 and vm1 both name CPU(s) 1: a CPU runs one VM's vCPU" "NOT:vm0: 2 vCPUs" \
+        -- --vm "guest=hello,cpus=0-1" --vm "guest=hello,cpus=1-2"
+    boot_test "a VM on a CPU that is not online is refused" 70 \
+        "error: vm0: cpus= names CPU 3, but only 2 CPUs are online" -- --vm "guest=hello,cpus=3" -smp 2
+    boot_test "VMs that need more memory than the machine has are refused" 70 \
+        "error: no contiguous 2048 MiB for guest memory" "NOT:vm0: 1 vCPUs" -- --vm "guest=hello,cpus=0,mem=2G" -m 1G
+    boot_test "a VM description with an unknown setting is refused by run.sh (64)" 64 \
+        "unknown setting \`smp\`" -- --vm "guest=hello,cpus=0,smp=2"
+    boot_test "a VM whose guest file does not exist is refused by run.sh (64)" 64 \
+        "VM 1: guest /nonexistent" -- --vm "guest=hello,cpus=0" --vm "guest=/nonexistent,cpus=1"
+
+    # Linux beside a test guest (after linux_tests fetched it).
+    if mapfile -t linux_files < <("$root/scripts/linux.sh" 2>/dev/null) && [[ ${#linux_files[@]} == 2 ]]; then
+        kernel="${linux_files[0]}" initramfs="${linux_files[1]}"
+        SMOKE_TIMEOUT="$LINUX_TIMEOUT" boot_test "Linux on 2 vCPUs beside a test guest on 2 others" 0 \
+            "[vm0/vcpu" "linux-guest: userspace up: nproc 2" "linux-guest: workload done on 2 CPUs" \
+            "[vm1/vcpu0] guest: smp: 2 vCPUs touched 32 MiB" "run: vm0 powered off with status 0" \
+            "run: vm1 powered off with status 0" "NOT:Oops" "NOT:Call trace" \
+            -- --vm "guest=$kernel,initrd=$initramfs,cpus=0-1,mem=512M,args=console=ttyAMA0 panic=-1 quiet hyp.init=test" \
+            --vm "guest=smp,cpus=2-3,mem=64M" -append "log=info reset=exit"
+    else
+        fail "smoke: Linux beside a test guest" "scripts/linux.sh could not fetch the kernel"
+    fi
+}
+
 # scripts/bench.sh itself: both runs twice, identical counts, every row of
 # its table present (values are not checked).
 bench_script_test() {
@@ -406,6 +480,7 @@ smoke_tests() {
     guest_tests
     irq_tests
     linux_tests
+    vm_tests
     bench_script_test
 }
 

@@ -138,7 +138,7 @@ pub fn system_off(status: u64) -> ! {
     park(ret)
 }
 
-/// `SYSTEM_RESET`: ends the run with status 0 (no reboot yet).
+/// `SYSTEM_RESET`: reboots the VM (or ends it, as the hypervisor's `reset=` says).
 pub fn system_reset() -> ! {
     // SAFETY: ends the run.
     let ret = unsafe { hvc(SYSTEM_RESET, 0, 0, 0) } as i64;

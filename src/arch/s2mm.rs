@@ -32,16 +32,27 @@ fn call_cas_hook(hook: usize, entry: &AtomicU64, old: u64) {
 }
 
 /// [`MmOps`] for one VM's stage 2. Table pages are allocated like the
-/// hypervisor's own ([`El2Mm`]); TLB maintenance targets the VM's VMID.
+/// hypervisor's own ([`El2Mm`]) but counted against the VM's budget: once
+/// it is spent an allocation fails as if memory had run out, the VM's
+/// fault fails and the VM is stopped, while the hypervisor and other VMs
+/// keep their frames. TLB maintenance targets the VM's VMID.
 #[derive(Debug, Clone, Copy)]
 pub struct S2Mm {
     vmid: u16,
+    /// Pages the VM's tables may still take.
+    budget: &'static AtomicUsize,
 }
 
 impl S2Mm {
-    /// Operations for the VM with `vmid`.
-    pub const fn new(vmid: u16) -> Self {
-        Self { vmid }
+    /// Operations for the VM with `vmid`, whose tables may take `budget`
+    /// pages in all.
+    pub const fn new(vmid: u16, budget: &'static AtomicUsize) -> Self {
+        Self { vmid, budget }
+    }
+
+    /// Pages the VM's tables may still take.
+    pub fn budget_left(&self) -> usize {
+        self.budget.load(Relaxed)
     }
 
     /// Runs `f` with this VM's VMID in `VTTBR_EL2`: TLBI by IPA and VMID
@@ -70,12 +81,21 @@ impl S2Mm {
 // forwards unchanged; only TLB maintenance differs.
 unsafe impl MmOps for S2Mm {
     fn zalloc_pages(&self, count: usize) -> Option<u64> {
-        El2Mm.zalloc_pages(count)
+        // Take from the budget first; give back if no frame is left.
+        self.budget
+            .fetch_update(Relaxed, Relaxed, |left| left.checked_sub(count))
+            .ok()?;
+        let pages = El2Mm.zalloc_pages(count);
+        if pages.is_none() {
+            self.budget.fetch_add(count, Relaxed);
+        }
+        pages
     }
 
     unsafe fn free_pages(&self, pa: u64, count: usize) {
         // SAFETY: forwarded: the caller's guarantees are `El2Mm`'s.
-        unsafe { El2Mm.free_pages(pa, count) }
+        unsafe { El2Mm.free_pages(pa, count) };
+        self.budget.fetch_add(count, Relaxed);
     }
 
     fn phys_to_virt(&self, pa: u64) -> *mut u64 {

@@ -20,6 +20,7 @@ use hvcore::platform::{DtbError, Gic, Platform, PsciConduit, MAX_CPUS};
 use hvcore::smccc::{CpuFacts, Workarounds};
 use hvcore::verdict::{self, Failure, VmEnd};
 use hvcore::vmconfig::{self, PlanError};
+use hvcore::vmspec::{self, FitError, SpecError, VmSpec, MAX_VMS};
 use hvcore::PhysAddr;
 use log::{debug, error, info, warn};
 use spin::Once;
@@ -55,6 +56,11 @@ enum BootError {
     Vm(VmError),
     Bundle(BundleError),
     NoKernel,
+    VmNumbers,
+    Spec(usize, Option<SpecError<'static>>),
+    Fit(FitError),
+    NoSpareCpu,
+    MigrateVm(usize),
     FrameSelfTest,
 }
 
@@ -70,6 +76,20 @@ impl fmt::Display for BootError {
             Self::Vm(e) => write!(f, "{e}"),
             Self::Bundle(e) => write!(f, "{e}"),
             Self::NoKernel => f.write_str("guest bundle: no kernel for VM 0"),
+            Self::VmNumbers => write!(
+                f,
+                "guest bundle: its VMs must be numbered 0, 1, 2... (at most {MAX_VMS})"
+            ),
+            Self::Spec(vm, Some(e)) => write!(f, "vm{vm}: {e}"),
+            Self::Spec(vm, None) => write!(
+                f,
+                "vm{vm}: no settings (with several VMs each needs its own, UTF-8)"
+            ),
+            Self::Fit(e) => write!(f, "{e}"),
+            Self::NoSpareCpu => f.write_str(
+                "migrate= needs a CPU that runs no vCPU, but the VMs take every CPU online",
+            ),
+            Self::MigrateVm(vm) => write!(f, "migrate.vm={vm}, but there is no vm{vm}"),
             Self::FrameSelfTest => f.write_str("frame allocator self-test failed"),
         }
     }
@@ -144,41 +164,41 @@ fn boot(dtb: usize) -> Result<bool, BootError> {
     }
 
     let image = guest_mem::boot_image(&machine).filter(|_| !args.guest_none);
-    // A bundle (kernel and initramfs) or one raw image, read before any
-    // memory is carved for it.
-    let guest = match image {
-        Some(blob) => {
-            let bundle = Bundle::parse(blob).map_err(BootError::Bundle)?;
-            let kernel = bundle.part(0, Kind::Kernel).ok_or(BootError::NoKernel)?;
-            Some((kernel, bundle.part(0, Kind::Initrd)))
-        }
-        None => None,
+    // What to run, read before any memory is carved for it: one raw image
+    // or a bundle (kernels, initramfs, and with several VMs their settings).
+    let (guests, count) = match image {
+        Some(blob) => describe_guests(blob, &args)?,
+        None => ([None; MAX_VMS], 0),
     };
-    let guest_mem = args.guest_mem.unwrap_or(DEFAULT_GUEST_MEM);
-    let migrate = args.migrate.filter(|_| image.is_some());
-    // No heap yet: the carves are a fixed array, of which the first `n`.
-    let carves = [
-        Carve {
+    let migrate = args.migrate.filter(|_| count > 0);
+    let migrate_vm = args.migrate_vm.unwrap_or(0);
+    if migrate.is_some() && migrate_vm >= count {
+        return Err(BootError::MigrateVm(migrate_vm));
+    }
+    // No heap yet: the carves are a fixed array, of which the first `n`:
+    // each VM's RAM and ROM slot, then a migration's copy.
+    let mut carves = [Carve {
+        what: "guest ROM",
+        size: hvcore::memmap::ROM_SIZE,
+        gib_aligned: false,
+    }; 2 * MAX_VMS + 1];
+    let mut n = 0;
+    for g in guests.iter().flatten() {
+        carves[n] = Carve {
             what: "guest RAM",
-            size: guest_mem,
+            size: g.mem,
             gib_aligned: true,
-        },
-        Carve {
-            what: "guest ROM",
-            size: hvcore::memmap::ROM_SIZE,
-            gib_aligned: false,
-        },
-        Carve {
+        };
+        n += 2;
+    }
+    if let (Some(_), Some(g)) = (migrate, guests[migrate_vm]) {
+        carves[n] = Carve {
             what: "migration copy",
-            size: guest_mem,
+            size: g.mem,
             gib_aligned: false,
-        },
-    ];
-    let n = match (image, migrate) {
-        (None, _) => 0,
-        (Some(_), None) => 2,
-        (Some(_), Some(_)) => 3,
-    };
+        };
+        n += 1;
+    }
     let carved = mm::init(&machine, &carves[..n]).map_err(BootError::Mm)?;
     frame_self_test()?;
     mm::mmu::init(&machine).map_err(BootError::Mmu)?;
@@ -199,34 +219,51 @@ fn boot(dtb: usize) -> Result<bool, BootError> {
         exception::inject(fault);
     }
     summary(online);
-    let Some((kernel, initrd)) = guest else {
+    if count == 0 {
         info!("no guest to run (pass one with -initrd; guest=none skips it)");
         return Ok(false);
-    };
-    let plan =
-        vmconfig::plan(online, args.guest_smp, migrate.is_some()).map_err(BootError::Plan)?;
-    let cpus: Vec<CpuId> = (0..plan.vcpus).map(CpuId::new).collect();
-    let vm = table::create(&VmConfig {
-        kernel,
-        initrd,
-        ram: carved[0],
-        rom: carved[1],
-        cpus: &cpus,
-        bootargs: guest_args,
-        entropy: entropy(platform),
-        reset_limit: args.reset_limit,
-        workarounds: workarounds(),
-        console_raw: args.console_raw,
-        max_block: args.guest_block.unwrap_or(1 << 30),
-        vendor: args.bench.then_some(bench::service as VendorService),
-    })
-    .map_err(BootError::Vm)?;
+    }
+    let plan = plan_cpus(&guests[..count], &args, online, migrate.is_some())?;
+    let entropy = entropy(platform);
+    let workarounds = workarounds();
+    let mut vms: Vec<&'static Vm> = Vec::new();
+    for (i, g) in guests[..count].iter().flatten().enumerate() {
+        let cpus: Vec<CpuId> = plan.cpus[i].iter().copied().map(CpuId::new).collect();
+        let spec = g.spec;
+        let started = pmu::el2_instructions();
+        let vm = table::create(&VmConfig {
+            kernel: g.kernel,
+            initrd: g.initrd,
+            ram: carved[2 * i],
+            rom: carved[2 * i + 1],
+            cpus: &cpus,
+            bootargs: spec.map_or(guest_args, |s| s.guest_args),
+            entropy: entropy.clone(),
+            reset_limit: args.reset_limit,
+            workarounds,
+            console_raw: args.console_raw,
+            max_block: spec
+                .and_then(|s| s.block)
+                .or(args.guest_block)
+                .unwrap_or(1 << 30),
+            budget: spec.map_or_else(|| vmspec::default_budget(g.mem, cpus.len()), |s| s.budget()),
+            vendor: args.bench.then_some(bench::service as VendorService),
+        })
+        .map_err(BootError::Vm)?;
+        if args.bench && i == 0 && pmu::available() {
+            // What creating a VM costs: slots, bus, stage-2 root, the
+            // images and device tree loaded (the benchmark's row).
+            let n = pmu::between(started, pmu::el2_instructions());
+            bench::report("vm-create", 1, 0, n, 0);
+        }
+        vms.push(vm);
+    }
     if let (Some(rounds), Some(migrate_cpu)) = (migrate, plan.migrate_cpu) {
         let m: &'static Migration = Box::leak(Box::new(Migration::new(
-            vm,
+            vms[migrate_vm],
             MigrationConfig {
                 rounds,
-                dest: carved[2],
+                dest: carved[2 * count],
                 race_window: args.migrate_window.unwrap_or(0),
                 converge: u64::from(args.migrate_converge.unwrap_or(DEFAULT_CONVERGE_PAGES)),
             },
@@ -237,7 +274,9 @@ fn boot(dtb: usize) -> Result<bool, BootError> {
             give_job(CpuId::new(ager), Job::Age(m));
         }
     }
-    table::publish(vm);
+    for vm in vms {
+        table::publish(vm);
+    }
     match platform.uart_intid {
         Some(intid) if console::start_input(intid) => {
             debug!("console: input on (interrupt {intid} to cpu 0)");
@@ -246,6 +285,103 @@ fn boot(dtb: usize) -> Result<bool, BootError> {
     }
     BOOTED.store(true, Ordering::Release);
     Ok(true)
+}
+
+/// One VM to create: what it boots and how.
+#[derive(Clone, Copy)]
+struct GuestDesc {
+    kernel: &'static [u8],
+    initrd: Option<&'static [u8]>,
+    /// Its settings, from the bundle; `None`: the one VM the boot
+    /// arguments describe (`guest.smp=`, `guest.mem=`).
+    spec: Option<VmSpec<'static>>,
+    /// Its RAM.
+    mem: u64,
+}
+
+/// The VMs the handed-over blob describes (VM n at index n), and how many.
+fn describe_guests(
+    blob: &'static [u8],
+    args: &BootArgs<'_>,
+) -> Result<([Option<GuestDesc>; MAX_VMS], usize), BootError> {
+    let bundle = Bundle::parse(blob).map_err(BootError::Bundle)?;
+    let mut guests = [None; MAX_VMS];
+    let mut count = 0;
+    for (i, id) in bundle.vms().enumerate() {
+        if id as usize != i || i >= MAX_VMS {
+            return Err(BootError::VmNumbers);
+        }
+        let kernel = bundle.part(id, Kind::Kernel).ok_or(BootError::NoKernel)?;
+        let spec = match bundle.part(id, Kind::Config) {
+            Some(text) => {
+                let text = core::str::from_utf8(text).map_err(|_| BootError::Spec(i, None))?;
+                Some(VmSpec::parse(text).map_err(|e| BootError::Spec(i, Some(e)))?)
+            }
+            None => None,
+        };
+        // Settings for every VM, or for none (then only VM 0 runs).
+        if spec.is_none() && (i > 0 || bundle.part(1, Kind::Config).is_some()) {
+            return Err(BootError::Spec(i, None));
+        }
+        let mem = spec.map_or(args.guest_mem.unwrap_or(DEFAULT_GUEST_MEM), |s| s.mem);
+        guests[i] = Some(GuestDesc {
+            kernel,
+            initrd: bundle.part(id, Kind::Initrd),
+            spec,
+            mem,
+        });
+        count = i + 1;
+    }
+    if count == 0 {
+        return Err(BootError::NoKernel);
+    }
+    if count > 1 || guests[0].is_some_and(|g| g.spec.is_some()) {
+        if args.guest_smp.is_some() || args.guest_mem.is_some() {
+            warn!("bootargs: guest.smp= and guest.mem= are ignored: the VMs' own settings say");
+        }
+        info!("{count} VM(s) described by the guest bundle");
+    }
+    Ok((guests, count))
+}
+
+/// Which CPUs run what: each VM's vCPUs, and a migration's jobs.
+struct CpuAssignment {
+    /// Each VM's physical CPUs, vCPU n on the n-th.
+    cpus: Vec<Vec<usize>>,
+    migrate_cpu: Option<usize>,
+    ager_cpu: Option<usize>,
+}
+
+/// Plans the CPUs of `guests` on `online` CPUs.
+fn plan_cpus(
+    guests: &[Option<GuestDesc>],
+    args: &BootArgs<'_>,
+    online: usize,
+    migrate: bool,
+) -> Result<CpuAssignment, BootError> {
+    let specs: Vec<VmSpec<'static>> = guests.iter().flatten().filter_map(|g| g.spec).collect();
+    if specs.is_empty() {
+        // One VM from the boot arguments: vCPU n on CPU n.
+        let plan = vmconfig::plan(online, args.guest_smp, migrate).map_err(BootError::Plan)?;
+        return Ok(CpuAssignment {
+            cpus: alloc::vec![(0..plan.vcpus).collect()],
+            migrate_cpu: plan.migrate_cpu,
+            ager_cpu: plan.ager_cpu,
+        });
+    }
+    vmspec::check(&specs, online).map_err(BootError::Fit)?;
+    let mut spare = vmspec::spare_cpus(&specs, online).iter();
+    let migrate_cpu = if migrate {
+        Some(spare.next().ok_or(BootError::NoSpareCpu)?)
+    } else {
+        None
+    };
+    let ager_cpu = if migrate { spare.next() } else { None };
+    Ok(CpuAssignment {
+        cpus: specs.iter().map(|s| s.cpus.iter().collect()).collect(),
+        migrate_cpu,
+        ager_cpu,
+    })
 }
 
 /// Gives CPU `cpu` a job and wakes it.
@@ -316,7 +452,7 @@ fn serve(cpu: CpuId, vm: &'static Vm, vcpu: &'static Vcpu) -> ! {
 fn finish(cpu: CpuId, vm: &'static Vm) -> ! {
     if vm.leave() {
         let stats = VmStats::sum(vm.vcpus.iter().map(|v| &v.stats));
-        stats.log(&vm.stage2.read().stats(), vm.pause.kicks());
+        stats.log(vm.id, &vm.stage2.read().stats(), vm.pause.kicks());
         console::flush(vm);
         if let Some(end) = vm.end() {
             info!("vm{}: {end}", vm.id);
@@ -332,6 +468,11 @@ fn finish(cpu: CpuId, vm: &'static Vm) -> ! {
 fn end_run() -> ! {
     let ends: Vec<VmEnd> = table::vms().filter_map(|vm| vm.end()).collect();
     let jobs_ok = MIGRATION.get().is_none_or(|m| m.verdict());
+    if ends.len() > 1 {
+        for (vm, end) in table::vms().filter_map(|vm| Some((vm.id, vm.end()?))) {
+            info!("run: vm{vm} {end}");
+        }
+    }
     let status = verdict::run_status(ends, jobs_ok);
     info!("run: every VM ended");
     exit_code(status)

@@ -10,7 +10,8 @@
 //! calls [`host_irq`]. Typed bytes queue in the VM (up to [`INPUT_MAX`];
 //! more is dropped, as a UART overrun would) and move into its PL011's
 //! FIFO as the guest makes room ([`deliver`], after each read of the
-//! data register too). VM 0 has the input.
+//! data register too). VM 0 has the input first; `Ctrl-A n` passes it to
+//! the next VM.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -85,14 +86,13 @@ pub fn host_irq(intid: u32) -> bool {
     true
 }
 
-/// What the user typed.
+/// What the user typed: each byte for the VM that has the input then.
 fn typed(bytes: &[u8]) {
-    let focus = FOCUS.load(Ordering::Relaxed);
-    let Some(vm) = table::vms().find(|vm| u32::from(vm.id) == focus) else {
-        return;
-    };
     let mut escape = ESCAPE.lock();
     for &b in bytes {
+        let Some(vm) = focused() else {
+            return;
+        };
         match escape.feed(b) {
             Key::Guest(b) => {
                 let mut q = vm.input.lock();
@@ -105,6 +105,12 @@ fn typed(bytes: &[u8]) {
             Key::Pending => {}
             Key::Help => println!("{HELP}"),
             Key::Unknown(_) => println!("console: unknown escape ({HELP})"),
+            Key::Next => {
+                deliver(vm);
+                let next = next_vm(vm.id);
+                FOCUS.store(u32::from(next), Ordering::Relaxed);
+                println!("console: input to vm{next}");
+            }
             Key::Quit => {
                 info!("console: Ctrl-A x: ending the run");
                 for vm in table::vms() {
@@ -115,14 +121,31 @@ fn typed(bytes: &[u8]) {
         }
     }
     drop(escape);
-    deliver(vm);
-    let dropped = DROPPED.swap(0, Ordering::Relaxed);
-    if dropped > 0 {
-        warn!(
-            "console: vm{}: input full, {dropped} typed bytes dropped",
-            vm.id
-        );
+    if let Some(vm) = focused() {
+        deliver(vm);
+        let dropped = DROPPED.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            warn!(
+                "console: vm{}: input full, {dropped} typed bytes dropped",
+                vm.id
+            );
+        }
     }
+}
+
+/// The VM that has the input.
+fn focused() -> Option<&'static Vm> {
+    let focus = FOCUS.load(Ordering::Relaxed);
+    table::vms().find(|vm| u32::from(vm.id) == focus)
+}
+
+/// The VM after the one numbered `id`, round the table.
+fn next_vm(id: u16) -> u16 {
+    let first = table::vms().map(|vm| vm.id).next().unwrap_or(0);
+    table::vms()
+        .map(|vm| vm.id)
+        .find(|&other| other > id)
+        .unwrap_or(first)
 }
 
 /// Moves `vm`'s queued input into its UART's receive FIFO, as far as there

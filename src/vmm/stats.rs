@@ -178,26 +178,29 @@ impl VmStats {
 
     /// Logs everything, with the stage-2 walker's own counters and the
     /// kicks the VM's pauses sent.
-    pub fn log(&self, walker: &StatsSnapshot, kicks: u64) {
+    pub fn log(&self, vm: u16, walker: &StatsSnapshot, kicks: u64) {
         let mut line = heapless_line();
         for reason in ExitReason::ALL {
             let n = self.exits[reason as usize];
             line.push(format_args!("{} {n}, ", reason.name()));
         }
-        info!("stats: exits: {}; kicks sent {kicks}", line.trimmed());
+        info!(
+            "vm{vm}: stats: exits: {}; kicks sent {kicks}",
+            line.trimmed()
+        );
         for (k, name) in FAULT_KINDS.iter().enumerate() {
             let l = &self.faults[k];
             info!(
-                "stats: {name} faults: L0 {}, L1 {}, L2 {}, L3 {}",
+                "vm{vm}: stats: {name} faults: L0 {}, L1 {}, L2 {}, L3 {}",
                 l[0], l[1], l[2], l[3]
             );
         }
         info!(
-            "stats: mappings: 1G {}, 2M {}, 4K {}",
+            "vm{vm}: stats: mappings: 1G {}, 2M {}, 4K {}",
             self.mapped[1], self.mapped[2], self.mapped[3]
         );
         info!(
-            "stats: walker: lost races {} (fault-mode exits {}, retries {}), re-faults {}, table pages {}",
+            "vm{vm}: stats: walker: lost races {} (fault-mode exits {}, retries {}), re-faults {}, table pages {}",
             walker.lost_races(),
             walker.count(Outcome::LostRace, Action::Exit),
             walker.retries(),
@@ -205,7 +208,7 @@ impl VmStats {
             walker.table_pages + 1
         );
         info!(
-            "stats: mmio accesses {}, aborts injected {}, pages marked dirty {}",
+            "vm{vm}: stats: mmio accesses {}, aborts injected {}, pages marked dirty {}",
             self.mmio, self.injected, self.marked_dirty
         );
     }

@@ -3,6 +3,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
@@ -60,6 +61,8 @@ pub struct VmConfig<'a> {
     pub workarounds: Workarounds,
     /// The largest block a stage-2 fault maps (4 KiB, 2 MiB or 1 GiB).
     pub max_block: u64,
+    /// Pages its stage-2 tables may take (`hvcore::vmspec`).
+    pub budget: usize,
     /// The vendor-specific hypervisor service its `HVC`s may reach.
     pub vendor: Option<VendorService>,
 }
@@ -368,7 +371,8 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
             .map_err(VmError::Bus)?;
     }
 
-    let s2mm = S2Mm::new(vmid);
+    let budget: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(cfg.budget)));
+    let s2mm = S2Mm::new(vmid, budget);
     let mut stage2 = Stage2::new(s2mm, IPA_BITS).map_err(VmError::Stage2)?;
     // No cache maintenance per fault: guest memory is carved for the VM and
     // the hypervisor writes it only when loading, cleaning what it wrote.

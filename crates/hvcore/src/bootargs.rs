@@ -20,6 +20,8 @@
 //! - `guest.console=log|raw`: guest output as tagged, escaped whole lines (default), or byte by
 //!   byte as the guest wrote it, untagged (an interactive session's terminal).
 //!
+//! - `migrate.vm=N`: the VM `migrate=` copies, with several (default 0).
+//!
 //! Unknown keys are not errors (a later guest kernel command line may share
 //! the string); the caller can list them with [`BootArgs::unknown`].
 
@@ -95,7 +97,7 @@ pub const MAX_GUEST_SMP: usize = 8;
 
 /// The keys this parser knows; everything else is listed by
 /// [`BootArgs::unknown`].
-const KNOWN_KEYS: [&str; 13] = [
+const KNOWN_KEYS: [&str; 14] = [
     "log",
     "fault",
     "guest",
@@ -105,6 +107,7 @@ const KNOWN_KEYS: [&str; 13] = [
     "migrate",
     "migrate.window",
     "migrate.converge",
+    "migrate.vm",
     "bench",
     "verdict.token",
     "reset",
@@ -148,6 +151,8 @@ pub struct BootArgs<'a> {
     /// begins, once a round takes at most PAGES pages
     /// (0..=[`MAX_MIGRATE_CONVERGE`]; 0: only a round that finds none).
     pub migrate_converge: Option<u32>,
+    /// `migrate.vm=N`: the VM a migration copies (default 0).
+    pub migrate_vm: Option<usize>,
     /// `bench=on`: the benchmark hypercalls are answered (default off).
     pub bench: bool,
     /// `verdict.token=`: the verdict line's token.
@@ -239,6 +244,7 @@ impl<'a> BootArgs<'a> {
             migrate: None,
             migrate_window: None,
             migrate_converge: None,
+            migrate_vm: None,
             bench: false,
             verdict_token: None,
             reset_limit: None,
@@ -326,6 +332,18 @@ impl<'a> BootArgs<'a> {
                         },
                     )?);
                 }
+                "migrate.vm" => {
+                    let value = value.unwrap_or("");
+                    let vm = match value {
+                        "0" => Some(0),
+                        v => parse_count(v, 7),
+                    };
+                    args.migrate_vm = Some(vm.ok_or(BootArgError::Invalid {
+                        key,
+                        value,
+                        reason: "expected a VM number from 0 to 7",
+                    })? as usize);
+                }
                 "migrate.window" => {
                     let value = value.unwrap_or("");
                     let spins = match value {
@@ -394,8 +412,8 @@ fn parse_size(value: &str) -> Result<u64, &'static str> {
         .ok_or("size does not fit in 64 bits")
 }
 
-/// Parses and checks `guest.mem=`.
-fn parse_guest_mem(value: &str) -> Result<u64, &'static str> {
+/// Parses and checks `guest.mem=` (also a VM's `mem=`, `crate::vmspec`).
+pub(crate) fn parse_guest_mem(value: &str) -> Result<u64, &'static str> {
     let size = parse_size(value)?;
     if size < GUEST_MEM_GRANULE {
         return Err("guest memory must be at least 2M");
@@ -749,6 +767,16 @@ mod tests {
                 BootArgs::parse(line).unwrap_err().to_string(),
                 format!("bad boot argument `bench={value}`: expected bench=on|off")
             );
+        }
+    }
+
+    #[test]
+    fn migrate_vm() {
+        assert_eq!(BootArgs::parse("").unwrap().migrate_vm, None);
+        assert_eq!(BootArgs::parse("migrate.vm=0").unwrap().migrate_vm, Some(0));
+        assert_eq!(BootArgs::parse("migrate.vm=7").unwrap().migrate_vm, Some(7));
+        for bad in ["migrate.vm=8", "migrate.vm=", "migrate.vm=x"] {
+            assert!(BootArgs::parse(bad).is_err(), "{bad}");
         }
     }
 

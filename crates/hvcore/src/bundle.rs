@@ -7,7 +7,7 @@
 //! | 0 | 8 | magic `"HYPBNDL\0"` |
 //! | 8 | 4 | version, 1 |
 //! | 12 | 4 | number of parts `n` (at most [`MAX_PARTS`]) |
-//! | 16 | 24 × `n` | parts: kind (4), VM index (4), offset (8), size (8) |
+//! | 16 | 24 × `n` | parts: kind (4: 1 kernel, 2 initramfs, 3 settings), VM index (4), offset (8), size (8) |
 //!
 //! Each part's bytes lie at its offset from the start of the bundle, inside
 //! it. A blob that does not start with the magic is one raw image: the
@@ -35,6 +35,8 @@ pub enum Kind {
     Kernel,
     /// An initramfs for the VM's kernel.
     Initrd,
+    /// The VM's settings: one line of text (`crate::vmspec`).
+    Config,
 }
 
 impl Kind {
@@ -44,6 +46,7 @@ impl Kind {
         match self {
             Self::Kernel => 1,
             Self::Initrd => 2,
+            Self::Config => 3,
         }
     }
 
@@ -51,6 +54,7 @@ impl Kind {
         match code {
             1 => Some(Self::Kernel),
             2 => Some(Self::Initrd),
+            3 => Some(Self::Config),
             _ => None,
         }
     }
@@ -190,6 +194,20 @@ impl<'a> Bundle<'a> {
         self.parts.iter().flatten()
     }
 
+    /// The VM indices that have a kernel, in increasing order.
+    pub fn vms(&self) -> impl Iterator<Item = u32> {
+        let mut ids = [u32::MAX; MAX_PARTS];
+        for (slot, part) in ids
+            .iter_mut()
+            .zip(self.iter().filter(|p| p.kind == Kind::Kernel))
+        {
+            *slot = part.vm;
+        }
+        // At most one kernel per VM (parse refuses two): no duplicates.
+        ids.sort_unstable();
+        ids.into_iter().take_while(|&id| id != u32::MAX)
+    }
+
     /// The part of `kind` for VM `vm`.
     #[must_use]
     pub fn part(&self, vm: u32, kind: Kind) -> Option<&'a [u8]> {
@@ -253,6 +271,26 @@ mod tests {
             .map(|p| p.bytes.as_ptr() as usize - blob.as_ptr() as usize)
             .collect();
         assert!(starts.iter().all(|s| s % 4096 == 0), "{starts:?}");
+    }
+
+    #[test]
+    fn several_vms_with_settings() {
+        let blob = write(&[
+            (Kind::Kernel, 1, b"k1"),
+            (Kind::Config, 1, b"cpus=2 mem=64M"),
+            (Kind::Kernel, 0, b"k0"),
+            (Kind::Config, 0, b"cpus=0-1 mem=128M"),
+        ]);
+        let b = Bundle::parse(&blob).unwrap();
+        assert_eq!(b.vms().collect::<std::vec::Vec<_>>(), [0, 1]);
+        assert_eq!(b.part(1, Kind::Config), Some(&b"cpus=2 mem=64M"[..]));
+        assert_eq!(
+            Bundle::parse(b"raw")
+                .unwrap()
+                .vms()
+                .collect::<std::vec::Vec<_>>(),
+            [0]
+        );
     }
 
     #[test]

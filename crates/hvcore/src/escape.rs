@@ -3,6 +3,7 @@
 //! | keys | effect |
 //! |------|--------|
 //! | `Ctrl-A x` | end the run (every VM ends "from the console") |
+//! | `Ctrl-A n` | give the input to the next VM (with several) |
 //! | `Ctrl-A h` | print this help |
 //! | `Ctrl-A Ctrl-A` | send one `Ctrl-A` to the guest |
 //! | `Ctrl-A` anything else | ignored, with a hint |
@@ -12,7 +13,7 @@ pub const ESCAPE: u8 = 0x01;
 
 /// The help text (`Ctrl-A h`).
 pub const HELP: &str =
-    "console: Ctrl-A x ends the run, Ctrl-A h this help, Ctrl-A Ctrl-A sends Ctrl-A";
+    "console: Ctrl-A x ends the run, Ctrl-A n input to the next VM, Ctrl-A h this help, Ctrl-A Ctrl-A sends Ctrl-A";
 
 /// What one typed byte means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub enum Key {
     Quit,
     /// Show the help.
     Help,
+    /// Give the input to the next VM.
+    Next,
     /// An escape followed by a key that means nothing.
     Unknown(u8),
 }
@@ -55,6 +58,7 @@ impl Escape {
         match byte {
             b'x' | b'X' => Key::Quit,
             b'h' | b'H' | b'?' => Key::Help,
+            b'n' | b'N' => Key::Next,
             ESCAPE => Key::Guest(ESCAPE),
             other => Key::Unknown(other),
         }
@@ -91,5 +95,6 @@ mod tests {
             [Key::Pending, Key::Unknown(b'q'), Key::Guest(b'x')]
         );
         assert_eq!(keys(b"x"), [Key::Guest(b'x')], "x alone is text");
+        assert_eq!(keys(b"\x01nn"), [Key::Pending, Key::Next, Key::Guest(b'n')]);
     }
 }

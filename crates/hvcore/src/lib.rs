@@ -42,5 +42,6 @@ pub mod sysreg;
 pub mod verdict;
 pub mod vgic;
 pub mod vmconfig;
+pub mod vmspec;
 
 pub use addr::PhysAddr;

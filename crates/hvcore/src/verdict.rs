@@ -81,6 +81,8 @@ pub enum Failure {
     VectorLockup,
     /// Its reboot could not reload it.
     Reboot,
+    /// Its stage-2 tables needed more pages than its budget (`budget=`).
+    Stage2Budget,
 }
 
 impl fmt::Display for Failure {
@@ -89,6 +91,7 @@ impl fmt::Display for Failure {
             Self::Stage2Fault => "a stage-2 fault could not be served",
             Self::VectorLockup => "an exception vector could not be fetched (the vCPU locked up)",
             Self::Reboot => "its reboot could not reload it",
+            Self::Stage2Budget => "its stage-2 table budget is spent",
         })
     }
 }

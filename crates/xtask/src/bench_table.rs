@@ -226,6 +226,16 @@ pub const ROWS: &[Row] = &[
         true,
     ),
     row(
+        "vm-create",
+        "creating a VM (slots, bus, stage-2 root, image and device tree loaded)",
+        INSNS,
+        "VMs",
+        None,
+        Metric::Insns,
+        1,
+        false,
+    ),
+    row(
         "dirty-log",
         "dirty-log get-and-clear per 1,000 pages",
         INSNS,
@@ -773,5 +783,68 @@ mod tests {
         assert_eq!(repeat, "two passes: counts DIFFER (run pages)");
         assert_eq!(messages.len(), 1);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// The rows of `base`'s lines that `other`'s lines have too, side by side (per operation, as
+/// the table computes them), with the change: the same brackets in two settings. Keys in the
+/// order of [`ROWS`], but those in `skip`; `what` names the second setting.
+pub fn compare(base: &str, other: &str, what: &str, skip: &[&str]) -> String {
+    let per_op = |text: &str, r: &Row| {
+        splitlines(text)
+            .into_iter()
+            .filter_map(parse_line)
+            .find(|b| b.key == r.key && b.ops > 0)
+            .map(|b| {
+                (i128::from(b.insns) - i128::from(b.bracket)) as f64 / b.ops as f64
+                    * f64::from(r.scale)
+            })
+    };
+    let mut out =
+        format!("| measurement | one VM | {what} | change |\n| --- | ---: | ---: | ---: |\n");
+    for r in ROWS
+        .iter()
+        .filter(|r| r.metric == Metric::Insns && !skip.contains(&r.key))
+    {
+        if let (Some(a), Some(b)) = (per_op(base, r), per_op(other, r)) {
+            out += &format!(
+                "| {} | {} | {} | {} |\n",
+                r.label,
+                num(a),
+                num(b),
+                if a == 0.0 {
+                    "—".to_string()
+                } else {
+                    format!(
+                        "{}{}",
+                        if b >= a { "+" } else { "" },
+                        percent((b - a) / a, 1)
+                    )
+                }
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod compare_tests {
+    use super::*;
+
+    #[test]
+    fn side_by_side() {
+        let a = "bench: calibrate: 0 ops, 0 exits, 100 EL2 instructions, bracket 100\nbench: hvc: 10 ops, 10 exits, 1100 EL2 instructions, bracket 100\nbench: fault-2m: 2 ops, 2 exits, 2100 EL2 instructions, bracket 100\n";
+        let b = "bench: hvc: 10 ops, 10 exits, 1110 EL2 instructions, bracket 100\n";
+        let t = compare(a, b, "beside a busy VM", &[]);
+        assert!(
+            t.starts_with("| measurement | one VM | beside a busy VM | change |\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| HVC round trip (null hypercall) | 100 | 101 | +1.0% |"),
+            "{t}"
+        );
+        assert!(!t.contains("fault"), "only rows both have: {t}");
+        assert!(!compare(a, b, "x", &["hvc"]).contains("HVC"), "skipped");
     }
 }

@@ -10,6 +10,7 @@ pub mod json;
 pub mod linux_bench;
 pub mod linux_check;
 pub mod pyfmt;
+pub mod vms;
 
 /// The hypervisor text's address range, as QEMU's `-dfilter` takes it (`0xSTART..0xEND`), from
 /// `nm` output: the values of the `_text_start` and `_text_end` symbols (the last of each).

@@ -14,6 +14,9 @@ usage: cargo xtask <subcommand> [args...]
       report to FILE and print it; with --pass2, first check that each run's second pass
       printed the same lines. Exit 1 if a row is missing, a bracket saw exits other than its
       operations', or the passes differ.
+  bench-compare --base LINES --other LINES --what TEXT [--skip KEY,KEY...]
+      The rows two runs of the benchmark guest both printed (but the keys skipped), per
+      operation, side by side (one VM, and `TEXT`: e.g. beside a busy VM).
   bench-profile [--nm FILE] ELF RUNLOG TRACE
       scripts/bench-profile.sh: per bracket, the EL2 instructions per exit by function, from
       QEMU's exec trace (a file or FIFO), the run's console output and the ELF's symbols
@@ -28,8 +31,12 @@ usage: cargo xtask <subcommand> [args...]
       A cpio (newc) initramfs with these entries, in order (a file keeps its host
       permissions; directories 0755, device nodes 0600; owner root).
   bundle -o OUT [--vm N] --kernel FILE [--initrd FILE] [--vm N --kernel FILE...]
+  bundle -o OUT --guest-dir DIR (--vm-spec SPEC | --vm-file FILE)...
       The guest bundle the hypervisor takes as QEMU's -initrd (hvcore::bundle): a kernel and
-      an initramfs for each VM (--vm sets the VM of the parts after it; default 0).
+      an initramfs for each VM (--vm sets the VM of the parts after it; default 0). Or VMs
+      as users describe them (crates/xtask/src/vms.rs: guest=NAME|FILE,cpus=..,mem=..,args=..,
+      one per --vm-spec or per line of a --vm-file; NAME is DIR/NAME.img): VM n gets the n-th,
+      with its settings part; prints `machine: cpus N mem-mib M`, what QEMU must give.
   guest-dtb --cpus N --mem-mib M -o OUT
       The device tree the hypervisor gives a VM with N vCPUs and M MiB of RAM (hvcore::guest_dt),
       with an rng-seed and a kaslr-seed (fixed) and no command line: the benchmark boots bare QEMU
@@ -59,6 +66,7 @@ fn main() {
     let status = match cmd.as_str() {
         "bench-table" => bench_table_cmd(args),
         "bench-profile" => bench_profile_cmd(args),
+        "bench-compare" => bench_compare_cmd(args),
         "bench-ratios" => bench_ratios_cmd(args),
         "text-range" => text_range_cmd(args),
         "deps" => deps_cmd(args),
@@ -457,6 +465,8 @@ fn bundle_cmd(args: &[String]) -> i32 {
     const WHO: &str = "bundle";
     let mut out = None;
     let mut vm = 0u32;
+    let mut guest_dir = None;
+    let mut specs: Vec<String> = Vec::new();
     let mut parts: Vec<(Kind, u32, Vec<u8>)> = Vec::new();
     for (flag, value) in pairs(WHO, args) {
         let kind = match flag {
@@ -468,6 +478,22 @@ fn bundle_cmd(args: &[String]) -> i32 {
                 vm = value.parse().unwrap_or_else(|_| {
                     usage_error(&format!("{WHO}: --vm {value}: expected a number"))
                 });
+                continue;
+            }
+            "--guest-dir" => {
+                guest_dir = Some(value);
+                continue;
+            }
+            "--vm-spec" => {
+                specs.push(value.to_string());
+                continue;
+            }
+            "--vm-file" => {
+                let Some(bytes) = read_file(WHO, value) else {
+                    return 1;
+                };
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                specs.extend(xtask::vms::file_specs(&text).into_iter().map(String::from));
                 continue;
             }
             "--kernel" => Kind::Kernel,
@@ -482,6 +508,18 @@ fn bundle_cmd(args: &[String]) -> i32 {
     let Some(out) = out else {
         usage_error("bundle needs -o OUT")
     };
+    if !specs.is_empty() {
+        if !parts.is_empty() {
+            usage_error("bundle: --vm-spec/--vm-file or --kernel/--initrd, not both");
+        }
+        match vm_parts(&specs, guest_dir) {
+            Ok(p) => parts = p,
+            Err(e) => {
+                eprintln!("{WHO}: {e}");
+                return 1;
+            }
+        }
+    }
     if parts.len() > bundle::MAX_PARTS {
         eprintln!(
             "{WHO}: {} parts, at most {}",
@@ -499,7 +537,7 @@ fn bundle_cmd(args: &[String]) -> i32 {
     match bundle::Bundle::parse(&blob) {
         Ok(b) if b.part(0, Kind::Kernel).is_some() => write_file(WHO, out, &blob),
         Ok(_) => {
-            eprintln!("{WHO}: no --kernel for VM 0");
+            eprintln!("{WHO}: no kernel for VM 0");
             1
         }
         Err(e) => {
@@ -507,6 +545,40 @@ fn bundle_cmd(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// The parts of the VMs `specs` describe (VM n: the n-th), and the
+/// machine line printed.
+fn vm_parts(
+    specs: &[String],
+    guest_dir: Option<&str>,
+) -> Result<Vec<(hvcore::bundle::Kind, u32, Vec<u8>)>, String> {
+    use hvcore::bundle::Kind;
+    let mut vms = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        vms.push(xtask::vms::parse(spec).map_err(|e| format!("VM {i} (`{spec}`): {e}"))?);
+    }
+    let mut parts = Vec::new();
+    for (i, v) in vms.iter().enumerate() {
+        let path = if v.guest.contains('/') || guest_dir.is_none() {
+            PathBuf::from(&v.guest)
+        } else {
+            Path::new(guest_dir.unwrap_or(".")).join(format!("{}.img", v.guest))
+        };
+        let kernel = std::fs::read(&path)
+            .map_err(|e| format!("VM {i}: guest {} ({}): {e}", v.guest, path.display()))?;
+        let index = i as u32;
+        parts.push((Kind::Kernel, index, kernel));
+        if let Some(initrd) = &v.initrd {
+            let bytes =
+                std::fs::read(initrd).map_err(|e| format!("VM {i}: initrd {initrd}: {e}"))?;
+            parts.push((Kind::Initrd, index, bytes));
+        }
+        parts.push((Kind::Config, index, v.config.clone().into_bytes()));
+    }
+    let (cpus, mib) = xtask::vms::machine(&vms);
+    print(&format!("machine: cpus {cpus} mem-mib {mib}\n"));
+    Ok(parts)
 }
 
 fn linux_check_cmd(args: &[String]) -> i32 {
@@ -697,4 +769,29 @@ fn linux_table_cmd(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+fn bench_compare_cmd(args: &[String]) -> i32 {
+    const WHO: &str = "bench-compare";
+    let (mut base, mut other, mut what, mut skip) = (None, None, None, Vec::new());
+    for (flag, value) in pairs(WHO, args) {
+        match flag {
+            "--skip" => skip = value.split(',').collect(),
+            "--base" => base = read_file(WHO, value),
+            "--other" => other = read_file(WHO, value),
+            "--what" => what = Some(value),
+            o => usage_error(&format!("{WHO}: unknown option {o}")),
+        }
+    }
+    let (Some(base), Some(other), Some(what)) = (base, other, what) else {
+        eprintln!("{WHO}: needs readable --base, --other and --what");
+        return 1;
+    };
+    print(&bench_table::compare(
+        &String::from_utf8_lossy(&base),
+        &String::from_utf8_lossy(&other),
+        what,
+        &skip,
+    ));
+    0
 }

@@ -57,7 +57,7 @@ impl fmt::Display for MmError {
             ),
             Self::NoRoomForGuest { want, usable } => write!(
                 f,
-                "no contiguous {} MiB for guest memory ({} MiB usable in total): give QEMU more -m or the guest less guest.mem=",
+                "no contiguous {} MiB for guest memory ({} MiB usable in total): give QEMU more -m or the guests less memory (guest.mem=, a VM's mem=)",
                 want >> 20,
                 usable >> 20
             ),

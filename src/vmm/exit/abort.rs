@@ -91,12 +91,24 @@ fn outside_memory(run: &mut Running<'_>, abort: &GuestAbort) -> ExitAction {
 /// A fault the hypervisor cannot serve (memory exhausted, retries
 /// exhausted): the VM is stopped; the hypervisor and other VMs carry on.
 fn fatal(run: &Running<'_>, abort: &GuestAbort, e: Error) -> ExitAction {
+    // Out of pages with its budget spent: the VM's own limit, not the
+    // machine's.
+    let budget = matches!(e, Error::NoMemory) && run.vm.s2mm.budget_left() < FAULT_CACHE_PAGES;
     error!(
-        "vm{}/vcpu{}: cannot serve {abort}: {e}: stopping the VM",
+        "vm{}/vcpu{}: cannot serve {abort}: {e}{}: stopping the VM",
         run.vm.id,
-        run.vcpu.id()
+        run.vcpu.id(),
+        if budget {
+            " (its stage-2 table budget is spent)"
+        } else {
+            ""
+        }
     );
-    ExitAction::StopVm(VmEnd::Failed(Failure::Stage2Fault))
+    ExitAction::StopVm(VmEnd::Failed(if budget {
+        Failure::Stage2Budget
+    } else {
+        Failure::Stage2Fault
+    }))
 }
 
 /// Refuses an access: logs it and makes the guest take a synchronous
