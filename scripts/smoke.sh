@@ -62,11 +62,11 @@ guest_tests() {
         "stats: translation faults: L0 0, L1 1, L2 33, L3 0" "stats: mappings: 1G 0, 2M 34, 4K 0" \
         "NOT:guest: FAIL" -- --guest touch
 
-    # 8 MiB = 2048 pages, each its own fault and mapping; the other 44 pages
+    # 8 MiB = 2048 pages, each its own fault and mapping; the other 45 pages
     # are the guest's image, stacks and device tree (faults and mappings agree).
     boot_test "guest touch 8 MiB with guest.block=4K: one fault per page" 0 \
         "guest: touch: touched 8 MiB at 0x40200000..0x40a00000" \
-        "stats: translation faults: L0 0, L1 1, L2 5, L3 2086" "stats: mappings: 1G 0, 2M 0, 4K 2092" \
+        "stats: translation faults: L0 0, L1 1, L2 5, L3 2087" "stats: mappings: 1G 0, 2M 0, 4K 2093" \
         "NOT:guest: FAIL" -- --guest touch -append "log=info guest.block=4K -- touch=8"
 
     boot_test "guest smp: 4 vCPUs by CPU_ON race on the same 4K pages" 0 \
@@ -98,7 +98,7 @@ guest_tests() {
         "guest: psci: AFFINITY_INFO(0xff) = INVALID_PARAMETERS ok" \
         "guest: psci: SMC PSCI_VERSION = NOT_SUPPORTED ok" "guest: psci: all checks passed" \
         "guest: psci: MIGRATE_INFO_TYPE = 2 (no Trusted OS) ok" "guest: psci: SMCCC_VERSION = 1.1 ok" \
-        "stats: exits: hvc 16, smc 1," "NOT:guest: FAIL" -- --guest psci
+        "stats: exits: hvc 15, smc 1," "NOT:guest: FAIL" -- --guest psci
 
     # The benchmark guest, as scripts/bench.sh runs it: every bracket printed
     # with one exit per operation (no numbers checked: these are benchmarks).
@@ -162,7 +162,8 @@ guest_tests() {
         "error: guest.smp=6, but only 4 CPUs are online" -- --guest hello -append "log=info guest.smp=6"
 
     boot_test "guest image larger than guest RAM is a clear error" 70 \
-        "vm: guest image of" "does not fit in the" -- --guest "$TEST_LOG_DIR/big.img" --mem 4M
+        "vm: the kernel needs 4194304 bytes of RAM from its base, but 2097152 are free below the device tree" \
+        -- --guest "$TEST_LOG_DIR/big.img" --mem 4M
 }
 
 # Interrupts (guests/src/bin: timer ipi prio wfi storm noack), each on
@@ -170,13 +171,15 @@ guest_tests() {
 # scenario checks what it saw and prints its summary line; any wrong
 # answer is "guest: FAIL" and status 1. noack compares throughput with its
 # own baseline, which an oversubscribed host (more vCPUs than cores)
-# makes meaningless: it runs where each vCPU has a core.
+# makes meaningless: it runs where each vCPU has a core. A timer interrupt
+# may be late by up to 5 s (late_ms): 8 vCPUs share 2 cores on a loaded
+# machine; never early is what is checked.
 irq_tests() {
     local n
     for n in 1 2 4 8; do
         boot_test "guest timer on $n vCPU(s): virtual and physical timers, never early" 0 \
             "guest: timer: $n vCPUs x 2 timers x 16 interrupts, worst lateness" "NOT:guest: FAIL" \
-            -- --guest timer --smp "$n"
+            -- --guest timer --smp "$n" --guest-args "late_ms=5000"
     done
     # 8 vCPUs spinning for their pongs on 2 host cores: fewer rounds, more time.
     local rounds
@@ -359,6 +362,14 @@ vm_tests() {
         "SYSTEM_RESET: rebooting the VM" "run: vm0 asked for a reset" \
         "[vm1/vcpu0] guest: isolate: progress:" "never stalled" "run: vm1 powered off with status 0" \
         -- --vm "guest=isolate,cpus=0,mem=32M,args=role=reset" --vm "$progress" -append "log=info reset=2"
+
+    boot_test "a live migration of one VM (migrate.vm=1) while the other keeps counting" 0 \
+        "migrate: vm1: pre-copy of RAM" "migrate: the copy matches guest RAM byte for byte (32 MiB)" \
+        "[vm1/vcpu0] guest: migrate: 3 vCPUs made" "every stripe and hot word checked" \
+        "[vm0/vcpu0] guest: isolate: progress:" "never stalled" "NOT:FAIL" \
+        -- --vm "guest=isolate,cpus=0,mem=32M,args=role=progress ms=6000 every_ms=1000" \
+        --vm "guest=migrate,cpus=1-3,mem=32M,args=seconds=5 mib=8" -smp 5 \
+        -append "log=info migrate=4 migrate.vm=1 migrate.converge=0"
 
     # Bad descriptions: refused before anything boots, each with its message.
     boot_test "VMs naming the same CPU are refused" 70 \

@@ -122,7 +122,7 @@ impl fmt::Display for LoadError {
             ),
             Self::KernelTooLarge { need, room } => write!(
                 f,
-                "the kernel needs {need} bytes of RAM from its base (image_size), but {room} are free below the device tree: give the VM more memory"
+                "the kernel needs {need} bytes of RAM from its base, but {room} are free below the device tree: give the VM more memory"
             ),
             Self::InitrdTooLarge { size, room } => write!(
                 f,

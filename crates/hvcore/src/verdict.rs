@@ -158,7 +158,7 @@ const fn severity(status: u8) -> u16 {
 }
 
 /// The run's exit status from how each VM ended and whether every job
-/// succeeded: the most severe of them (see [`severity`]).
+/// succeeded: the most severe of them (the order is `severity`'s).
 #[must_use]
 pub fn run_status(vms: impl IntoIterator<Item = VmEnd>, jobs_ok: bool) -> u8 {
     let job = if jobs_ok { 0 } else { JOB_FAILED };

@@ -214,16 +214,19 @@ impl<'a> VmSpec<'a> {
     }
 }
 
-/// Pages a VM's stage-2 tables may need at most, mapping RAM and the ROM
-/// slot with 4 KiB pages (one last-level table per 2 MiB, one per 1 GiB
-/// above, the root and slack for the level-0/1 tables of the device
-/// windows), plus the pages each vCPU's fault path keeps ready.
+/// A VM's default stage-2 budget: twice the tables that map its RAM and
+/// ROM slot with 4 KiB pages (one last-level table per 2 MiB, one per
+/// 1 GiB above), since pages held ready in caches count too (a dirty log's
+/// enabling tops one up with a table per block it will split, while the
+/// tree may already have some), plus the root and slack, plus the pages
+/// each vCPU's fault path keeps ready. A guest cannot need more; a VM
+/// given less (`budget=`) may be stopped.
 #[must_use]
 pub const fn default_budget(mem: u64, vcpus: usize) -> usize {
     let covered = mem + ROM_SIZE;
     let l3 = covered.div_ceil(2 << 20);
     let l2 = covered.div_ceil(1 << 30) + 1;
-    (l3 + l2) as usize + 8 + 3 * vcpus
+    2 * (l3 + l2) as usize + 16 + 3 * vcpus
 }
 
 /// Why a set of VMs does not fit the machine.
@@ -398,8 +401,9 @@ mod tests {
 
     #[test]
     fn the_default_budget_maps_everything_with_pages() {
-        // 128 MiB + the 2 MiB ROM: 65 last-level tables, 2 above, slack.
-        assert_eq!(default_budget(128 << 20, 2), 65 + 2 + 8 + 6);
+        // 128 MiB + the 2 MiB ROM: 65 last-level tables, 2 above, twice,
+        // the root and slack, 3 per vCPU.
+        assert_eq!(default_budget(128 << 20, 2), 2 * (65 + 2) + 16 + 6);
     }
 
     proptest! {
