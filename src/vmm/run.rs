@@ -8,7 +8,6 @@
 
 use hvcore::power::Start;
 use hvcore::request;
-use log::debug;
 
 use super::exit;
 use super::irq;
@@ -103,7 +102,9 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
     state.ctx.load();
     irq::reset(&mut Running::new(vm, vcpu, &mut state));
     percpu::current().set_running(Some((vm.id, vcpu.id() as u16)));
-    debug!(
+    guest_log!(
+        vm,
+        Debug,
         "vm{}/vcpu{}: entering the guest at {:#x} (x0 {:#x})",
         vm.id,
         vcpu.id(),

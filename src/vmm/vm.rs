@@ -16,12 +16,13 @@ use hvcore::memmap::{DeviceKind, MemoryMap, ROM_MAGIC};
 use hvcore::mmio::{Bus, BusError};
 use hvcore::pl011::Pl011Emu;
 use hvcore::power::Start;
+use hvcore::ratelimit::{Admit, LogLimit};
 use hvcore::request::{Kick, PauseGate};
 use hvcore::slots::{MemSlot, SlotError, SlotMap};
 use hvcore::smccc::Workarounds;
 use hvcore::verdict::VmEnd;
 use hvcore::vgic::Vgic;
-use log::info;
+use log::{info, warn};
 use pgtable::Stage2;
 use spin::{Mutex, Once, RwLock};
 
@@ -167,6 +168,8 @@ pub struct Vm {
     end: Once<VmEnd>,
     /// vCPUs whose CPU has seen the end.
     left: AtomicUsize,
+    /// The budget of log lines the guest can trigger (`guest_log!`).
+    log_limit: Mutex<LogLimit>,
 }
 
 impl Vm {
@@ -268,6 +271,39 @@ impl Vm {
     /// last vCPU to leave (whose CPU then reports the VM's end).
     pub fn leave(&self) -> bool {
         self.left.fetch_add(1, Ordering::AcqRel) + 1 == self.vcpus.len()
+    }
+
+    /// Whether a log line the guest triggered may be printed now (its VM's
+    /// rate limit); before the first line after a drop, says how many were
+    /// dropped.
+    pub fn log_admit(&self) -> bool {
+        let admit = self.log_limit.lock().admit(cpu::counter());
+        match admit {
+            Admit::Drop => false,
+            Admit::Log { suppressed } => {
+                if suppressed > 0 {
+                    warn!(
+                        "vm{}: {suppressed} guest-triggered log lines suppressed (rate limit)",
+                        self.id
+                    );
+                }
+                true
+            }
+        }
+    }
+
+    /// At its end: says how many guest-triggered lines were dropped since
+    /// the last one printed, and in all.
+    pub fn report_suppressed(&self) {
+        let mut limit = self.log_limit.lock();
+        let (last, total) = (limit.take_suppressed(), limit.dropped());
+        drop(limit);
+        if total > 0 {
+            warn!(
+                "vm{}: {last} guest-triggered log lines suppressed (rate limit); {total} in all",
+                self.id
+            );
+        }
     }
 
     /// Whether it has ended and every vCPU has left it.
@@ -434,6 +470,7 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
         resetting: AtomicBool::new(false),
         end: Once::new(),
         left: AtomicUsize::new(0),
+        log_limit: Mutex::new(LogLimit::with_defaults(cpu::counter_hz(), cpu::counter())),
     };
     let start = load(&vm)?;
     vm.vcpus[0].power.cpu_on(start);
@@ -471,7 +508,10 @@ pub fn load(vm: &Vm) -> Result<Start, VmError> {
     loader::check_dtb(dtb.len() as u64).map_err(VmError::Load)?;
     guest_mem::load(at(plan.dtb, dtb.len() as u64), &dtb);
     mm::icache_inval_all();
-    info!(
+    // Once per boot: a guest that reboots in a loop is limited too.
+    guest_log!(
+        vm,
+        Info,
         "vm{}: kernel {} bytes at IPA {:#x} (spans {:#x}), {}device tree {} bytes at IPA {:#x}",
         vm.id,
         boot.kernel.len(),

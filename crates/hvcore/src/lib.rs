@@ -3,7 +3,7 @@
 //! things: memory slots and the memory map, what a stage-2 fault needs, dirty logging and
 //! pre-copy migration, MMIO emulation and the bus, exception injection, the SMCCC services
 //! (PSCI and its power states, benchmark hypercalls), the request/kick protocol, the
-//! emulated PL011 and the guest device tree.
+//! emulated PL011 and the guest device tree, the per-VM limit on guest-triggered log lines.
 //!
 //! No `unsafe` outside tests: the hardware layer of the hypervisor holds it all.
 #![cfg_attr(not(test), no_std)]
@@ -33,6 +33,7 @@ pub mod platform;
 pub mod power;
 pub mod psci;
 pub mod range;
+pub mod ratelimit;
 pub mod regs;
 pub mod request;
 pub mod s2fault;

@@ -16,7 +16,7 @@ use hvcore::inject::Exception;
 use hvcore::mmio;
 use hvcore::s2fault::{self, Plan};
 use hvcore::verdict::{Failure, VmEnd};
-use log::{error, warn};
+use log::error;
 use pgtable::Error;
 
 use super::super::devices;
@@ -114,7 +114,9 @@ fn fatal(run: &Running<'_>, abort: &GuestAbort, e: Error) -> ExitAction {
 /// Refuses an access: logs it and makes the guest take a synchronous
 /// external abort. The hypervisor stays up; the guest decides.
 pub fn refuse(run: &mut Running<'_>, abort: &GuestAbort, why: &str) {
-    warn!(
+    guest_log!(
+        run.vm,
+        Warn,
         "vm{}/vcpu{}: {why}: {abort} at pc {:#x}: injecting an external abort",
         run.vm.id,
         run.vcpu.id(),

@@ -2,7 +2,6 @@
 
 use hvcore::inject::Exception;
 use hvcore::sysreg::{self, Trapped};
-use log::warn;
 
 use super::super::irq;
 use super::super::running::{ExitAction, Running};
@@ -31,7 +30,9 @@ pub fn access(run: &mut Running<'_>, esr: u64) -> ExitAction {
     if handled {
         run.regs().skip_instruction(il32);
     } else {
-        warn!(
+        guest_log!(
+            run.vm,
+            Warn,
             "vm{}/vcpu{}: {} of {} at pc {:#x}: injecting an undefined instruction",
             run.vm.id,
             run.vcpu.id(),
