@@ -15,7 +15,7 @@ use hvcore::loader::{self, LoadError, LoadPlan};
 use hvcore::memmap::{DeviceKind, MemoryMap, ROM_MAGIC};
 use hvcore::mmio::{Bus, BusError};
 use hvcore::pl011::Pl011Emu;
-use hvcore::power::Start;
+use hvcore::power::{Live, Start};
 use hvcore::ratelimit::{Admit, LogLimit};
 use hvcore::request::{Kick, PauseGate};
 use hvcore::slots::{MemSlot, SlotError, SlotMap};
@@ -136,6 +136,9 @@ pub struct Vm {
     pub controls: VmControls,
     /// Its vCPUs.
     pub vcpus: Vec<Vcpu>,
+    /// How many of them are not off (`hvcore::power`: the last one off
+    /// ends the VM).
+    pub live: Live,
     /// Device windows.
     pub bus: Bus<Device>,
     /// The virtual GIC (`vmm::irq` is its door and its hardware half).
@@ -447,6 +450,7 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
         s2mm,
         controls,
         vcpus,
+        live: Live::new(),
         bus,
         vgic: Mutex::new(Vgic::new(cfg.cpus.len(), arch_vgic::nr_lrs())),
         uart: Mutex::new(Uart::new()),
@@ -473,7 +477,7 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
         log_limit: Mutex::new(LogLimit::with_defaults(cpu::counter_hz(), cpu::counter())),
     };
     let start = load(&vm)?;
-    vm.vcpus[0].power.cpu_on(start);
+    vm.vcpus[0].power.cpu_on(start, &vm.live);
     Ok(vm)
 }
 
@@ -571,7 +575,7 @@ pub fn reboot(vm: &Vm) -> Result<(), VmError> {
     let start = load(vm)?;
     vm.resetting.store(false, Ordering::SeqCst);
     let vcpu0 = &vm.vcpus[0];
-    vcpu0.power.cpu_on(start);
+    vcpu0.power.cpu_on(start, &vm.live);
     vm.wake(vcpu0);
     Ok(())
 }

@@ -39,7 +39,7 @@ pub fn call(run: &mut Running<'_>, args: &[u64; 4]) -> Option<(i64, ExitAction)>
             if vm.is_resetting() {
                 return Some(resume(ret::DENIED));
             }
-            let r = vcpu.power.cpu_on(Start { entry, context });
+            let r = vcpu.power.cpu_on(Start { entry, context }, &vm.live);
             if r == ret::SUCCESS {
                 // A reboot that began meanwhile must stop this vCPU too
                 // (it may have sent its request before the vCPU was on).
