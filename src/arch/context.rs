@@ -254,6 +254,25 @@ pub fn set_el1_exception(injection: &hvcore::inject::Injection) {
     }
 }
 
+/// The guest's stage-1 translation registers as it has them now:
+/// `TCR_EL1`, `TTBR0_EL1`, `TTBR1_EL1`.
+pub fn live_stage1() -> hvcore::s1walk::Stage1 {
+    let (tcr, ttbr0, ttbr1): (u64, u64, u64);
+    // SAFETY: reading EL1 registers has no side effect.
+    unsafe {
+        asm!(
+            "mrs {tcr}, tcr_el1",
+            "mrs {t0}, ttbr0_el1",
+            "mrs {t1}, ttbr1_el1",
+            tcr = out(reg) tcr,
+            t0 = out(reg) ttbr0,
+            t1 = out(reg) ttbr1,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    hvcore::s1walk::Stage1 { tcr, ttbr0, ttbr1 }
+}
+
 /// `VBAR_EL1` as the guest has it now (it writes it without exiting).
 pub fn live_vbar() -> u64 {
     let vbar: u64;

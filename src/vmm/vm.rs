@@ -189,6 +189,18 @@ impl Vm {
         self.vcpus.get(id)
     }
 
+    /// The u64 the guest has at `ipa` in RAM or ROM (aligned down), if
+    /// `ipa` is in one.
+    pub fn read_u64(&self, ipa: u64) -> Option<u64> {
+        let slot = self.slots.find(ipa)?;
+        let host = if slot.readonly {
+            self.rom_host
+        } else {
+            self.ram_host
+        };
+        guest_mem::read_u64(host, ipa - slot.ipa)
+    }
+
     /// Claims the dirty logs for one job; false if another has them.
     pub fn reserve_logs(&self) -> bool {
         !self.logs_reserved.swap(true, Ordering::AcqRel)

@@ -36,6 +36,7 @@ pub mod range;
 pub mod ratelimit;
 pub mod regs;
 pub mod request;
+pub mod s1walk;
 pub mod s2fault;
 pub mod slots;
 pub mod smccc;
