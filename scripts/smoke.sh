@@ -483,6 +483,11 @@ hostile_tests() {
         "guest: hostile_calls: ctl[?[2J?]0;owned?|?|?|??31m|" \
         "vm0: powered off with status 5" "NOT:guest: FAIL" -- --guest hostile_calls
     no_control_bytes "$t"
+
+    boot_test "hostile_regs: ID registers hide EL2/EL3/SVE/SME/MTE/PAuth, set/way keeps cached writes" 0 \
+        "guest: hostile_regs: EL2, EL3, SVE, SME, MTE, PAuth, VHE, SPE hidden; PARange <= 40 bits" \
+        "guest: hostile_regs: 3000 set/way operations, every cached write kept" \
+        "NOT:guest: FAIL" -- --guest hostile_regs
 }
 
 smoke_tests() {

@@ -22,6 +22,7 @@ pub mod esr;
 pub mod frame;
 pub mod guest_abort;
 pub mod guest_dt;
+pub mod idregs;
 pub mod inject;
 pub mod lines;
 pub mod loader;
