@@ -484,9 +484,10 @@ hostile_tests() {
         "vm0: powered off with status 5" "NOT:guest: FAIL" -- --guest hostile_calls
     no_control_bytes "$t"
 
-    boot_test "hostile_regs: ID registers hide EL2/EL3/SVE/SME/MTE/PAuth, set/way keeps cached writes" 0 \
+    boot_test "hostile_regs: ID registers hide EL2/EL3/SVE/SME/MTE/PAuth, set/way keeps cached writes, the EL2 PMU counter out of reach" 0 \
         "guest: hostile_regs: EL2, EL3, SVE, SME, MTE, PAuth, VHE, SPE hidden; PARange <= 40 bits" \
         "guest: hostile_regs: 3000 set/way operations, every cached write kept" \
+        "guest: hostile_regs: PMU: 5 counters, EL2's counter undefined, NSH ignored" \
         "NOT:guest: FAIL" -- --guest hostile_regs
 }
 

@@ -31,6 +31,7 @@ pub mod migrate;
 pub mod mmio;
 pub mod pl011;
 pub mod platform;
+pub mod pmu;
 pub mod power;
 pub mod psci;
 pub mod range;

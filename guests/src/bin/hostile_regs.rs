@@ -1,10 +1,11 @@
-//! `hostile_regs`: what the guest may touch. The ID registers hide what it cannot use (EL2, EL3, SVE, SME, MTE, pointer authentication; a physical address range of at most 40 bits; reserved encodings read 0), and set/way cache maintenance, even `DC ISW` (invalidate), never loses the guest's own writes.
+//! `hostile_regs`: what the guest may touch. The ID registers hide what it cannot use (EL2, EL3, SVE, SME, MTE, pointer authentication; a physical address range of at most 40 bits; reserved encodings read 0); set/way cache maintenance, even `DC ISW` (invalidate), never loses the guest's own writes; the PMU counter reserved for EL2 cannot be named, and no guest counter counts at EL2.
 
 #![no_std]
 #![no_main]
 
 use core::arch::asm;
 
+use guests::fault::{self, Resume};
 use guests::mem::{self, PAGE};
 use guests::{check, fail, mmu, println, Platform};
 
@@ -98,4 +99,72 @@ fn main(p: &Platform) {
         );
     }
     println!("guest: hostile_regs: {ops} set/way operations, every cached write kept");
+    pmu();
+}
+
+/// The PMU: `PMCR_EL0.N` counters are the guest's; the next one (EL2's)
+/// cannot be named, reset, stopped or filtered to count at EL2.
+fn pmu() {
+    if field(mrs!("id_aa64dfr0_el1"), 8) == 0 {
+        println!("guest: hostile_regs: no PMU");
+        return;
+    }
+    let n = (mrs!("pmcr_el0") >> 11) & 0x1f;
+    // Reset and enable every counter, stop and clear everything: only the
+    // guest's own are touched.
+    // SAFETY: PMU control registers; no memory effect.
+    unsafe {
+        asm!(
+            "msr pmcr_el0, {pe}",
+            "msr pmcntenclr_el0, {all}",
+            "msr pmovsclr_el0, {all}",
+            "msr pmintenclr_el1, {all}",
+            "msr pmcntenset_el0, {all}",
+            "isb",
+            pe = in(reg) 0b11u64,
+            all = in(reg) u64::MAX,
+            options(nostack, preserves_flags)
+        )
+    };
+    let enabled = mrs!("pmcntenset_el0");
+    check!(
+        enabled >> n & 0x7fff_ffff >> n == 0,
+        "hostile_regs: PMCNTENSET_EL0 {enabled:#x} shows counters from {n} up"
+    );
+    // Counter n through PMSELR: an undefined instruction.
+    let (_, f) = fault::expect_fault(Resume::Next, || {
+        let v: u64;
+        // SAFETY: selects counter n (EL2's) and reads it: the hypervisor
+        // makes that an undefined instruction, resumed after.
+        unsafe {
+            asm!(
+                "msr pmselr_el0, {n}",
+                "isb",
+                "mrs {v}, pmxevcntr_el0",
+                n = in(reg) n,
+                v = out(reg) v,
+                options(nostack, preserves_flags)
+            )
+        };
+        v
+    });
+    let Some(f) = f else {
+        fail!("hostile_regs: PMXEVCNTR_EL0 with PMSELR_EL0.SEL = {n} (EL2's counter) was read");
+    };
+    check!(
+        f.ec() == 0,
+        "hostile_regs: reading EL2's counter: ESR {:#x}, expected an undefined instruction",
+        f.esr
+    );
+    // Counter 0 filtered to count at EL2 (NSH): the filter does not stick.
+    // SAFETY: the guest's own counter 0.
+    unsafe {
+        asm!("msr pmevtyper0_el0, {}", "isb", in(reg) (1u64 << 27) | 0x08, options(nostack, preserves_flags))
+    };
+    let typer = mrs!("pmevtyper0_el0");
+    check!(
+        typer & (1 << 27) == 0,
+        "hostile_regs: PMEVTYPER0_EL0 {typer:#x} counts at EL2 (NSH)"
+    );
+    println!("guest: hostile_regs: PMU: {n} counters, EL2's counter undefined, NSH ignored");
 }

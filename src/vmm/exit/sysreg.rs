@@ -2,12 +2,13 @@
 
 use hvcore::idregs;
 use hvcore::inject::Exception;
+use hvcore::pmu::{self as pmu_rules, Write};
 use hvcore::sysreg::{self, Trapped};
 
 use super::super::irq;
 use super::super::running::{ExitAction, Running};
 use super::inject;
-use crate::arch::{context, mm};
+use crate::arch::{context, mm, pmu};
 
 /// `ESR_ELx.IL`.
 const ESR_IL: u64 = 1 << 25;
@@ -32,6 +33,7 @@ pub fn access(run: &mut Running<'_>, esr: u64) -> ExitAction {
             run.regs().set(t.rt, value);
             true
         }
+        (reg, read) if pmu_rules::decode(reg).is_some() => pmu_access(run, reg, t.rt, read),
         (reg, false) if sysreg::is_set_way(reg) => {
             set_way(run);
             true
@@ -67,4 +69,39 @@ fn set_way(run: &mut Running<'_>) {
         mm::dcache_clean_inval_poc(ram.start(), ram.size());
     }
     run.state.set_way_at = Some(exit);
+}
+
+/// A trapped PMU access (`hvcore::pmu` decides, the hardware does it);
+/// false for one the guest gets an undefined instruction for.
+fn pmu_access(run: &mut Running<'_>, reg: sysreg::SysReg, rt: u8, read: bool) -> bool {
+    let Some(hpmn) = pmu::guest_counters() else {
+        return false;
+    };
+    let Some(reg) = pmu_rules::decode(reg) else {
+        return false;
+    };
+    let sel = (pmu::guest_read(pmu_rules::PmuReg::Selr) & 0x1f) as u8;
+    let Some(reg) = pmu_rules::resolve(reg, hpmn, sel) else {
+        return false;
+    };
+    if read {
+        if !pmu_rules::readable(reg) {
+            return false;
+        }
+        let value = pmu_rules::guest_read(reg, pmu::guest_read(reg), hpmn);
+        run.regs().set(rt, value);
+        return true;
+    }
+    let value = run.regs().get(rt);
+    match pmu_rules::guest_write(reg, value, hpmn) {
+        Write::Value(v) => pmu::guest_write(reg, v),
+        Write::ResetThenPmcr { counters, pmcr } => {
+            for n in (0..31u8).filter(|&n| counters & (1 << n) != 0) {
+                pmu::guest_write(pmu_rules::PmuReg::Evcntr(n), 0);
+            }
+            pmu::guest_write(pmu_rules::PmuReg::Pmcr, pmcr);
+        }
+        Write::Undefined => return false,
+    }
+    true
 }
