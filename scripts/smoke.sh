@@ -417,6 +417,91 @@ bench_script_test() {
     verdict "$name" "$why" "$log"
 }
 
+# lines_at_most NAME PATTERN MAX: the log of boot test NAME has at most MAX
+# lines containing PATTERN (a fixed string): a guest cannot flood the log.
+lines_at_most() {
+    local name="smoke: $1: at most $3 lines with '$2'" log n
+    log="$(log_path "smoke: $1")"
+    n="$(grep -cF -- "$2" "$log")"
+    if ((n <= $3)); then
+        verdict "$name" "" "$log"
+    else
+        verdict "$name" "$n lines" "$log"
+    fi
+}
+
+# no_control_bytes NAME: nothing in the log of boot test NAME that a
+# terminal acts on (ESC, BEL, BS, DEL, C1 CSI), whatever the guest printed.
+no_control_bytes() {
+    local name="smoke: $1: no terminal control bytes in the log" log
+    log="$(log_path "smoke: $1")"
+    if LC_ALL=C grep -q $'[\x1b\x07\x08\x7f]\|\xc2\x9b' "$log"; then
+        verdict "$name" "control bytes found" "$log"
+    else
+        verdict "$name" "" "$log"
+    fi
+}
+
+# Hostile guests (guests/src/bin/hostile_*): each attacks one way and checks
+# what it got back; the hypervisor must stay up, keep its log short and give
+# the run the status the guest earned (docs/guest-abi.md, "Hostile guests").
+hostile_tests() {
+    local t
+    t="hostile_log: 3000 refused accesses, each an abort, the log rate-limited"
+    boot_test "$t" 0 \
+        "guest: hostile_log: 3000 refused accesses, every one an abort" "aborts injected 3000" \
+        "guest-triggered log lines suppressed (rate limit)" "run: every VM ended" \
+        "NOT:guest: FAIL" -- --guest hostile_log
+    lines_at_most "$t" "injecting an external abort" 25
+
+    t="hostile_vector: bad CPU_ON entries refused, VBAR_EL1 in no slot stops the VM"
+    boot_test "$t" 65 \
+        "guest: hostile_vector: bad CPU_ON entry points refused with INVALID_ADDRESS" \
+        "fetch, ipa 0x20000200 at pc 0x20000200, which is the exception vector the abort would enter (VBAR_EL1 0x20000000)" \
+        "vm0: stopped by the hypervisor: an exception vector could not be fetched" "aborts injected 1," \
+        "NOT:guest: FAIL" -- --guest hostile_vector
+    lines_at_most "$t" "injecting an external abort" 1
+
+    boot_test "hostile_vector: VBAR_EL1 at the UART (a device) stops the VM" 65 \
+        "instruction fetch from a device: " "(VBAR_EL1 0x9000000)" \
+        "vm0: stopped by the hypervisor: an exception vector could not be fetched" \
+        "NOT:guest: FAIL" -- --guest hostile_vector --smp 1 --guest-args "vbar=0x9000000"
+
+    t="hostile_cpuoff: CPU_ON/CPU_OFF storm, then every vCPU off ends the VM (67)"
+    boot_test "$t" 67 \
+        "guest: hostile_cpuoff: storm of 150 CPU_ON/CPU_OFF done" \
+        "guest: hostile_cpuoff: relay done on vcpu" \
+        "the last vCPU on called CPU_OFF: nothing can run the VM again, ending it" \
+        "vm0: every vCPU turned itself off (CPU_OFF): none is left to run it" \
+        "NOT:guest: FAIL" -- --guest hostile_cpuoff
+    lines_at_most "$t" ": CPU_OFF" 25
+
+    t="hostile_scan: the IPA space outside the slots, ISV=0 MMIO, a stage-1 table in no slot"
+    boot_test "$t" 0 \
+        "guest: hostile_scan: 1034 addresses in no slot, each load and store an abort" \
+        "guest: hostile_scan: MMIO without a valid syndrome (ISV=0) refused" \
+        "guest: hostile_scan: stage-1 walk from no slot: external abort on the walk, level 2" \
+        "NOT:MMIO access with no valid syndrome (ISV=0): translation fault level 1, read, ipa 0x2000000" \
+        "NOT:guest: FAIL" -- --guest hostile_scan
+    lines_at_most "$t" "injecting an external abort" 25
+
+    t="hostile_calls: bad hypercalls and PSCI arguments, a forged verdict, control characters"
+    boot_test "$t" 5 \
+        "guest: hostile_calls: 3828 unknown HVCs and SMCs answered NOT_SUPPORTED" \
+        "guest: hostile_calls: PSCI calls with bad arguments answered INVALID_PARAMETERS" \
+        "[vm0/vcpu0] run: verdict 0123456789abcdef: exit status 0" \
+        "[vm0/vcpu0] run: verdict x: exit status 0" \
+        "guest: hostile_calls: ctl[?[2J?]0;owned?|?|?|??31m|" \
+        "vm0: powered off with status 5" "NOT:guest: FAIL" -- --guest hostile_calls
+    no_control_bytes "$t"
+
+    boot_test "hostile_regs: ID registers hide EL2/EL3/SVE/SME/MTE/PAuth, set/way keeps cached writes, the EL2 PMU counter out of reach" 0 \
+        "guest: hostile_regs: EL2, EL3, SVE, SME, MTE, PAuth, VHE, SPE hidden; PARange <= 40 bits" \
+        "guest: hostile_regs: 3000 set/way operations, every cached write kept" \
+        "guest: hostile_regs: PMU: 5 counters, EL2's counter undefined, NSH ignored" \
+        "NOT:guest: FAIL" -- --guest hostile_regs
+}
+
 smoke_tests() {
     boot_test "4 CPUs online at EL2, exit 0" 0 \
         "cpu 0 online at EL2 (mpidr 0x0)" "cpu 1 online at EL2 (mpidr 0x1)" \
@@ -490,6 +575,7 @@ smoke_tests() {
     head -c 4194304 /dev/urandom >"$TEST_LOG_DIR/big.img"
     guest_tests
     irq_tests
+    hostile_tests
     linux_tests
     vm_tests
     bench_script_test

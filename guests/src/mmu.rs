@@ -143,3 +143,25 @@ pub fn enable(p: &Platform<'_>) {
         asm!("dc cvac, {}", "dsb sy", in(reg) &raw const CONFIG, options(nostack, preserves_flags))
     };
 }
+
+/// Replaces entry `index` of the level-1 table (GiB `index` of the identity
+/// map) with `entry` and invalidates its translations, on this vCPU. For
+/// scenarios that point a GiB at a table of their own (or at nothing).
+pub fn set_l1_entry(index: usize, entry: u64) {
+    assert!(index < ENTRIES, "level-1 index {index}");
+    let table = TABLE.0.get();
+    // SAFETY: in bounds; the caller changes a GiB its code, stack and data
+    // are not in (they are in RAM's), so nothing running depends on it.
+    unsafe { core::ptr::write_volatile(&raw mut (*table)[index], entry) };
+    // SAFETY: publishing the entry to the walker and dropping the GiB's
+    // cached translations.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi vmalle1",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
+}

@@ -51,6 +51,10 @@ mod hcr {
     /// Broadcast TLB and cache maintenance.
     pub const FB: u64 = 1 << 9;
     pub const TSC: u64 = 1 << 19;
+    /// Trap the ID registers of group 3 (`hvcore::idregs`).
+    pub const TID3: u64 = 1 << 18;
+    /// Trap data cache maintenance by set/way.
+    pub const TSW: u64 = 1 << 22;
     /// Trap `WFI`: a vCPU with nothing to do blocks in the hypervisor.
     pub const TWI: u64 = 1 << 13;
     pub const RW: u64 = 1 << 31;
@@ -76,6 +80,8 @@ impl VmControls {
             | hcr::IMO
             | hcr::AMO
             | hcr::TSC
+            | hcr::TID3
+            | hcr::TSW
             | hcr::TWI
             | hcr::BSU_IS
             | hcr::FB
@@ -252,6 +258,59 @@ pub fn set_el1_exception(injection: &hvcore::inject::Injection) {
         // SAFETY: as above.
         unsafe { asm!("msr far_el1, {}", in(reg) far, options(nomem, nostack, preserves_flags)) };
     }
+}
+
+/// The guest's stage-1 translation registers as it has them now:
+/// `TCR_EL1`, `TTBR0_EL1`, `TTBR1_EL1`.
+pub fn live_stage1() -> hvcore::s1walk::Stage1 {
+    let (tcr, ttbr0, ttbr1): (u64, u64, u64);
+    // SAFETY: reading EL1 registers has no side effect.
+    unsafe {
+        asm!(
+            "mrs {tcr}, tcr_el1",
+            "mrs {t0}, ttbr0_el1",
+            "mrs {t1}, ttbr1_el1",
+            tcr = out(reg) tcr,
+            t0 = out(reg) ttbr0,
+            t1 = out(reg) ttbr1,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    hvcore::s1walk::Stage1 { tcr, ttbr0, ttbr1 }
+}
+
+/// Reads the ID register at `reg` (op0 3, op1 0, CRn 0, CRm 1-7; the
+/// space `HCR_EL2.TID3` traps) on this CPU; 0 for any other encoding.
+pub fn read_id_reg(reg: hvcore::sysreg::SysReg) -> u64 {
+    macro_rules! mrs_id {
+        ($($crm:literal, $op2:literal);* $(;)?) => {
+            match (reg.op0, reg.op1, reg.crn, reg.crm, reg.op2) {
+                $((3, 0, 0, $crm, $op2) => {
+                    let v: u64;
+                    // SAFETY: reading an ID register (reserved encodings
+                    // of the ID space read as zero) has no side effect.
+                    unsafe {
+                        asm!(
+                            concat!("mrs {}, S3_0_C0_C", stringify!($crm), "_", stringify!($op2)),
+                            out(reg) v,
+                            options(nomem, nostack, preserves_flags)
+                        )
+                    };
+                    v
+                })*
+                _ => 0,
+            }
+        };
+    }
+    mrs_id!(
+        1, 0; 1, 1; 1, 2; 1, 3; 1, 4; 1, 5; 1, 6; 1, 7;
+        2, 0; 2, 1; 2, 2; 2, 3; 2, 4; 2, 5; 2, 6; 2, 7;
+        3, 0; 3, 1; 3, 2; 3, 3; 3, 4; 3, 5; 3, 6; 3, 7;
+        4, 0; 4, 1; 4, 2; 4, 3; 4, 4; 4, 5; 4, 6; 4, 7;
+        5, 0; 5, 1; 5, 2; 5, 3; 5, 4; 5, 5; 5, 6; 5, 7;
+        6, 0; 6, 1; 6, 2; 6, 3; 6, 4; 6, 5; 6, 6; 6, 7;
+        7, 0; 7, 1; 7, 2; 7, 3; 7, 4; 7, 5; 7, 6; 7, 7;
+    )
 }
 
 /// `VBAR_EL1` as the guest has it now (it writes it without exiting).

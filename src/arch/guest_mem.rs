@@ -96,6 +96,18 @@ pub fn fill_words(dest: HostRange, f: impl Fn(u64) -> u64) {
     mm::dcache_clean_inval_poc(dest.start, dest.size);
 }
 
+/// The aligned u64 at `offset` in `src`, if inside: what a guest wrote
+/// there (a descriptor of its own translation tables, read to find which
+/// level of its walk failed).
+pub fn read_u64(src: HostRange, offset: u64) -> Option<u64> {
+    let at = src.sub(offset & !7, 8)?;
+    // SAFETY: `at` is 8 bytes of host memory carved for a guest
+    // (HostRange), identity-mapped readable at EL2 and 8-byte aligned; no
+    // Rust object lives there, and a guest writing it meanwhile gives an
+    // old or new value, never undefined behaviour of the hypervisor's.
+    Some(unsafe { core::ptr::read_volatile(at.start as *const u64) })
+}
+
 /// The initrd the boot protocol handed over, as bytes.
 pub fn boot_image(machine: &Machine) -> Option<&'static [u8]> {
     let initrd = machine.platform().initrd?;

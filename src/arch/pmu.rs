@@ -6,10 +6,12 @@
 //! `N - 1` to count `INST_RETIRED` (event 0x08) with the filter "not at EL1
 //! (`P`), not at EL0 (`U`), at EL2 (`NSH`)"; from PMUv3p1 on, `HPMD` also
 //! keeps the guest's own counters from counting at EL2. Architecturally a
-//! guest can then neither read, reset nor stop that counter. (QEMU 7.2 does
-//! not apply `HPMN` to EL1's accesses: there a guest that writes
-//! `PMCR_EL0.P` or `PMCNTENCLR_EL0` resets or stops it too. Measurements
-//! assume a guest that does not; see `docs/guest-abi.md`.)
+//! guest can then neither read, reset nor stop that counter. QEMU 7.2 does
+//! not apply `HPMN` to EL1's accesses, and before PMUv3p1 a guest's counter
+//! may count at EL2 (`NSH`): so `MDCR_EL2.TPM` traps every PMU access of the
+//! guest, and the trap table does it through [`guest_read`] and
+//! [`guest_write`] as `hvcore::pmu` rules (the reserved counter never named,
+//! reset or stopped, `NSH` cleared).
 //!
 //! Under QEMU with `-icount shift=0` the count is exact and repeatable; it
 //! is what `scripts/bench.sh` measures. The counter is 32 bits wide:
@@ -135,6 +137,10 @@ pub fn init_cpu() -> Result<PmuInfo, PmuError> {
     if hpmd {
         mdcr += MDCR_EL2::HPMD::SET;
     }
+    // Every PMU access of EL0/EL1 traps (`vmm`'s trap table, with
+    // `hvcore::pmu`): the counters from HPMN up stay EL2's even where HPMN is
+    // not applied to EL1 (QEMU 7.2), and no guest counter counts at EL2.
+    mdcr += MDCR_EL2::TPM::SET;
     MDCR_EL2.modify(mdcr);
 
     let bit = 1u64 << counter;
@@ -286,4 +292,81 @@ fn write_evcntr(n: u8, value: u64) {
 /// Programs `PMEVTYPER<n>_EL0`.
 fn write_evtyper(n: u8, value: FieldValue<u64, PMEVTYPER::Register>) {
     by_counter!(n, "pmevtyper", msr, [value.value])
+}
+
+/// `HPMN`, the first event counter reserved for EL2, once [`init_cpu`] set
+/// one up (the PMU accesses of guests trap then).
+pub fn guest_counters() -> Option<u8> {
+    let counter = COUNTER.load(Relaxed);
+    (counter != NONE).then_some(counter)
+}
+
+/// `mrs` for the guest's PMU access (`guest_read`).
+macro_rules! mrs_guest {
+    ($name:expr; []) => {{
+        let value: u64;
+        // SAFETY: reading a PMU register has no side effect.
+        unsafe { asm!(concat!("mrs {}, ", $name), out(reg) value, options(nomem, nostack, preserves_flags)) };
+        value
+    }};
+}
+
+/// `msr` for the guest's PMU access (`guest_write`).
+macro_rules! msr_guest {
+    ($name:expr; [$value:expr]) => {{
+        // SAFETY: a PMU register of the guest's own counters (0..HPMN, the
+        // cycle counter, their controls), with every bit naming the EL2
+        // counters and every EL2 filter removed by `hvcore::pmu` first; no
+        // memory is touched.
+        unsafe { asm!(concat!("msr ", $name, ", {}"), in(reg) $value, options(nomem, nostack, preserves_flags)) }
+    }};
+}
+
+/// Reads a (resolved, readable) PMU register for the guest; `PMXEV*`
+/// arrive here resolved, so they read 0.
+pub fn guest_read(reg: hvcore::pmu::PmuReg) -> u64 {
+    use hvcore::pmu::PmuReg::*;
+    match reg {
+        Pmcr => mrs_guest!("pmcr_el0"; []),
+        CntenSet => mrs_guest!("pmcntenset_el0"; []),
+        CntenClr => mrs_guest!("pmcntenclr_el0"; []),
+        OvsClr => mrs_guest!("pmovsclr_el0"; []),
+        OvsSet => mrs_guest!("pmovsset_el0"; []),
+        IntenSet => mrs_guest!("pmintenset_el1"; []),
+        IntenClr => mrs_guest!("pmintenclr_el1"; []),
+        Selr => mrs_guest!("pmselr_el0"; []),
+        Ceid0 => mrs_guest!("pmceid0_el0"; []),
+        Ceid1 => mrs_guest!("pmceid1_el0"; []),
+        Ccntr => mrs_guest!("pmccntr_el0"; []),
+        Userenr => mrs_guest!("pmuserenr_el0"; []),
+        Mmir => mrs_guest!("S3_0_C9_C14_6"; []),
+        Ccfiltr => mrs_guest!("pmccfiltr_el0"; []),
+        Evcntr(n) => by_counter!(n, "pmevcntr", mrs_guest, []),
+        Evtyper(n) => by_counter!(n, "pmevtyper", mrs_guest, []),
+        Swinc | Xevtyper | Xevcntr => 0,
+    }
+}
+
+/// Writes a (resolved) PMU register for the guest, a value
+/// `hvcore::pmu::guest_write` made.
+pub fn guest_write(reg: hvcore::pmu::PmuReg, value: u64) {
+    use hvcore::pmu::PmuReg::*;
+    match reg {
+        Pmcr => msr_guest!("pmcr_el0"; [value]),
+        CntenSet => msr_guest!("pmcntenset_el0"; [value]),
+        CntenClr => msr_guest!("pmcntenclr_el0"; [value]),
+        OvsClr => msr_guest!("pmovsclr_el0"; [value]),
+        OvsSet => msr_guest!("pmovsset_el0"; [value]),
+        IntenSet => msr_guest!("pmintenset_el1"; [value]),
+        IntenClr => msr_guest!("pmintenclr_el1"; [value]),
+        Swinc => msr_guest!("pmswinc_el0"; [value]),
+        Selr => msr_guest!("pmselr_el0"; [value]),
+        Ccntr => msr_guest!("pmccntr_el0"; [value]),
+        Userenr => msr_guest!("pmuserenr_el0"; [value]),
+        Ccfiltr => msr_guest!("pmccfiltr_el0"; [value]),
+        Evcntr(n) => by_counter!(n, "pmevcntr", msr_guest, [value]),
+        Evtyper(n) => by_counter!(n, "pmevtyper", msr_guest, [value]),
+        Ceid0 | Ceid1 | Mmir | Xevtyper | Xevcntr => {}
+    }
+    barrier::isb(barrier::SY);
 }

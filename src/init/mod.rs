@@ -453,6 +453,7 @@ fn finish(cpu: CpuId, vm: &'static Vm) -> ! {
     if vm.leave() {
         let stats = VmStats::sum(vm.vcpus.iter().map(|v| &v.stats));
         stats.log(vm.id, &vm.stage2.read().stats(), vm.pause.kicks());
+        vm.report_suppressed();
         console::flush(vm);
         if let Some(end) = vm.end() {
             info!("vm{}: {end}", vm.id);

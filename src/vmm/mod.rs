@@ -14,6 +14,21 @@
 //! | `vm` | one VM: slots and memory map, stage 2, MMIO bus, devices, pause, end |
 //! | `vcpu` | one vCPU: power state, requests, counters, context |
 //! | `stats` | per-vCPU counters and the VM's sum |
+//!
+//! Every log line a guest can trigger repeatedly goes through `guest_log!`, its VM's rate
+//! limit (a burst, then a few lines a second, and a count of what was dropped).
+
+/// Logs a line a guest can make the hypervisor print again and again (a
+/// refused access, an unknown register, a `CPU_OFF`): through its VM's
+/// limit ([`vm::Vm::log_admit`], `hvcore::ratelimit`), so a guest in a
+/// loop cannot flood the console. `guest_log!(vm, Warn, "...", args)`.
+macro_rules! guest_log {
+    ($vm:expr, $level:ident, $($arg:tt)+) => {
+        if log::log_enabled!(log::Level::$level) && $vm.log_admit() {
+            log::log!(log::Level::$level, $($arg)+);
+        }
+    };
+}
 
 pub mod console;
 pub mod devices;

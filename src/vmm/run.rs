@@ -8,7 +8,8 @@
 
 use hvcore::power::Start;
 use hvcore::request;
-use log::debug;
+use hvcore::verdict::VmEnd;
+use log::info;
 
 use super::exit;
 use super::irq;
@@ -103,13 +104,17 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
     state.ctx.load();
     irq::reset(&mut Running::new(vm, vcpu, &mut state));
     percpu::current().set_running(Some((vm.id, vcpu.id() as u16)));
-    debug!(
+    guest_log!(
+        vm,
+        Debug,
         "vm{}/vcpu{}: entering the guest at {:#x} (x0 {:#x})",
         vm.id,
         vcpu.id(),
         start.entry,
         start.context
     );
+    // Whether it leaves by its own CPU_OFF (else a reboot's request).
+    let mut cpu_off = false;
     let end = loop {
         if !vcpu.requests.try_enter() {
             let requests = vcpu.requests.take();
@@ -138,7 +143,10 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
         match running.action {
             ExitAction::Resume => {}
             ExitAction::Block => block(&mut running),
-            ExitAction::PowerOff => break RunEnd::PoweredOff,
+            ExitAction::PowerOff => {
+                cpu_off = true;
+                break RunEnd::PoweredOff;
+            }
             ExitAction::Reset => {
                 break if vm.begin_reset() {
                     RunEnd::Reset
@@ -155,10 +163,22 @@ pub fn run(vm: &'static Vm, vcpu: &'static Vcpu, start: Start) -> RunEnd {
     irq::put(&mut Running::new(vm, vcpu, &mut state));
     state.ctx.save();
     percpu::current().set_running(None);
-    if end != RunEnd::VmEnded {
-        // Last: a CPU_ON may now start it again (with a fresh context).
-        vcpu.power.off();
+    if end == RunEnd::VmEnded {
+        return end;
     }
+    // Counted off while its state still says on: see `hvcore::power`, *The
+    // last vCPU off* (a reboot clears its flag only once every state is off).
+    if vm.live.went_off() && cpu_off && !vm.is_resetting() {
+        info!(
+            "vm{}/vcpu{}: the last vCPU on called CPU_OFF: nothing can run the VM again, ending it",
+            vm.id,
+            vcpu.id()
+        );
+        vm.stop(VmEnd::NoVcpu);
+        return RunEnd::VmEnded;
+    }
+    // Last: a CPU_ON may now start it again (with a fresh context).
+    vcpu.power.off();
     end
 }
 

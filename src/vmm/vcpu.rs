@@ -54,6 +54,9 @@ pub struct VcpuState {
     pub lrs_written: usize,
     /// Pre-allocated table pages for this vCPU's fault walks.
     pub cache: MemCache,
+    /// The exit (`VcpuStats::exits_total`) of the last set/way operation
+    /// of the current run of them (`hvcore::sysreg::set_way_needs_flush`).
+    pub set_way_at: Option<u64>,
 }
 
 impl Vcpu {
@@ -71,6 +74,7 @@ impl Vcpu {
                 lrs_used: 0,
                 lrs_written: 0,
                 cache: MemCache::new(),
+                set_way_at: None,
             }),
         }
     }

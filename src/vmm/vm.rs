@@ -15,13 +15,14 @@ use hvcore::loader::{self, LoadError, LoadPlan};
 use hvcore::memmap::{DeviceKind, MemoryMap, ROM_MAGIC};
 use hvcore::mmio::{Bus, BusError};
 use hvcore::pl011::Pl011Emu;
-use hvcore::power::Start;
+use hvcore::power::{Live, Start};
+use hvcore::ratelimit::{Admit, LogLimit};
 use hvcore::request::{Kick, PauseGate};
 use hvcore::slots::{MemSlot, SlotError, SlotMap};
 use hvcore::smccc::Workarounds;
 use hvcore::verdict::VmEnd;
 use hvcore::vgic::Vgic;
-use log::info;
+use log::{info, warn};
 use pgtable::Stage2;
 use spin::{Mutex, Once, RwLock};
 
@@ -135,6 +136,9 @@ pub struct Vm {
     pub controls: VmControls,
     /// Its vCPUs.
     pub vcpus: Vec<Vcpu>,
+    /// How many of them are not off (`hvcore::power`: the last one off
+    /// ends the VM).
+    pub live: Live,
     /// Device windows.
     pub bus: Bus<Device>,
     /// The virtual GIC (`vmm::irq` is its door and its hardware half).
@@ -167,6 +171,8 @@ pub struct Vm {
     end: Once<VmEnd>,
     /// vCPUs whose CPU has seen the end.
     left: AtomicUsize,
+    /// The budget of log lines the guest can trigger (`guest_log!`).
+    log_limit: Mutex<LogLimit>,
 }
 
 impl Vm {
@@ -181,6 +187,18 @@ impl Vm {
     pub fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<&Vcpu> {
         let id = usize::try_from(mpidr & 0xff_00ff_ffff).ok()?;
         self.vcpus.get(id)
+    }
+
+    /// The u64 the guest has at `ipa` in RAM or ROM (aligned down), if
+    /// `ipa` is in one.
+    pub fn read_u64(&self, ipa: u64) -> Option<u64> {
+        let slot = self.slots.find(ipa)?;
+        let host = if slot.readonly {
+            self.rom_host
+        } else {
+            self.ram_host
+        };
+        guest_mem::read_u64(host, ipa - slot.ipa)
     }
 
     /// Claims the dirty logs for one job; false if another has them.
@@ -268,6 +286,39 @@ impl Vm {
     /// last vCPU to leave (whose CPU then reports the VM's end).
     pub fn leave(&self) -> bool {
         self.left.fetch_add(1, Ordering::AcqRel) + 1 == self.vcpus.len()
+    }
+
+    /// Whether a log line the guest triggered may be printed now (its VM's
+    /// rate limit); before the first line after a drop, says how many were
+    /// dropped.
+    pub fn log_admit(&self) -> bool {
+        let admit = self.log_limit.lock().admit(cpu::counter());
+        match admit {
+            Admit::Drop => false,
+            Admit::Log { suppressed } => {
+                if suppressed > 0 {
+                    warn!(
+                        "vm{}: {suppressed} guest-triggered log lines suppressed (rate limit)",
+                        self.id
+                    );
+                }
+                true
+            }
+        }
+    }
+
+    /// At its end: says how many guest-triggered lines were dropped since
+    /// the last one printed, and in all.
+    pub fn report_suppressed(&self) {
+        let mut limit = self.log_limit.lock();
+        let (last, total) = (limit.take_suppressed(), limit.dropped());
+        drop(limit);
+        if total > 0 {
+            warn!(
+                "vm{}: {last} guest-triggered log lines suppressed (rate limit); {total} in all",
+                self.id
+            );
+        }
     }
 
     /// Whether it has ended and every vCPU has left it.
@@ -411,6 +462,7 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
         s2mm,
         controls,
         vcpus,
+        live: Live::new(),
         bus,
         vgic: Mutex::new(Vgic::new(cfg.cpus.len(), arch_vgic::nr_lrs())),
         uart: Mutex::new(Uart::new()),
@@ -434,9 +486,10 @@ pub fn create(id: u16, vmid: u16, cfg: &VmConfig<'_>) -> Result<Vm, VmError> {
         resetting: AtomicBool::new(false),
         end: Once::new(),
         left: AtomicUsize::new(0),
+        log_limit: Mutex::new(LogLimit::with_defaults(cpu::counter_hz(), cpu::counter())),
     };
     let start = load(&vm)?;
-    vm.vcpus[0].power.cpu_on(start);
+    vm.vcpus[0].power.cpu_on(start, &vm.live);
     Ok(vm)
 }
 
@@ -471,7 +524,10 @@ pub fn load(vm: &Vm) -> Result<Start, VmError> {
     loader::check_dtb(dtb.len() as u64).map_err(VmError::Load)?;
     guest_mem::load(at(plan.dtb, dtb.len() as u64), &dtb);
     mm::icache_inval_all();
-    info!(
+    // Once per boot: a guest that reboots in a loop is limited too.
+    guest_log!(
+        vm,
+        Info,
         "vm{}: kernel {} bytes at IPA {:#x} (spans {:#x}), {}device tree {} bytes at IPA {:#x}",
         vm.id,
         boot.kernel.len(),
@@ -531,7 +587,7 @@ pub fn reboot(vm: &Vm) -> Result<(), VmError> {
     let start = load(vm)?;
     vm.resetting.store(false, Ordering::SeqCst);
     let vcpu0 = &vm.vcpus[0];
-    vcpu0.power.cpu_on(start);
+    vcpu0.power.cpu_on(start, &vm.live);
     vm.wake(vcpu0);
     Ok(())
 }

@@ -8,6 +8,37 @@
 //! As Linux KVM does (`inject_fault.c`), the injected syndrome's `IL`
 //! copies the trapped instruction's (`ESR_EL2.IL`), so a 16-bit T32
 //! instruction at AArch32 EL0 is reported as one.
+//!
+//! ## A vector that cannot be fetched
+//!
+//! [`enters_itself`] says when injecting an abort would lock the vCPU up:
+//! the exit is an **instruction abort** that the hypervisor refuses (the
+//! fetch address is in no memory slot, or in a device window), and the
+//! vector the injection would enter, `VBAR_EL1` + the offset for where the
+//! guest was, **is the address whose fetch just failed** (the PC). Then:
+//!
+//! - the injection sets the PC to that same address and PSTATE to EL1h with
+//!   D, A, I and F masked; the next fetch is of the same IPA, which is still
+//!   in no slot (slots never appear while a VM runs) or a device, so it is
+//!   refused again and taken from EL1h, to `VBAR_EL1` + 0x200: the same
+//!   address if it was the first time (the guest was at EL1h), else the
+//!   second abort meets the condition itself;
+//! - nothing in between can change it: no instruction of the guest runs (each
+//!   fetch aborts before executing), so `VBAR_EL1`, the translation tables
+//!   and the registers stay as they are, and interrupts are masked, so none
+//!   is taken. Another vCPU cannot change what is at that IPA either;
+//! - so every later exit of this vCPU is the same refused fetch, forever: a
+//!   real CPU in this state has locked up, and the hypervisor stops the VM
+//!   (`Failure::VectorLockup`) instead of looping with a log line each time.
+//!
+//! The same holds when the failed fetch is the guest's own stage-1 table walk
+//! for the vector (`S1PTW`: the table is in no slot, and stays there). What
+//! the rule leaves out, on purpose: a *data* abort whose PC is the vector
+//! (the vector's code is in RAM and loads from nowhere) also repeats, but
+//! another vCPU may rewrite that code, so it is not final; it costs one
+//! rate-limited log line per round and never holds up the hypervisor, like
+//! any guest spinning in a loop. A vector unmapped in the guest's own
+//! stage 1 loops inside the guest without exiting, as on a real CPU.
 
 use crate::regs::{mode, GuestRegs, PSTATE_EL1H_MASKED};
 
@@ -95,6 +126,15 @@ pub const fn origin(pstate: u64) -> (u64, bool) {
         mode::EL1H => (vector::CURRENT_SPX, true),
         _ => (vector::LOWER_A64, false),
     }
+}
+
+/// Whether an abort on fetching the instruction at `pc`, taken from
+/// `pstate` with `VBAR_EL1` = `vbar`, would enter `pc` itself: the vCPU
+/// would fetch the same address again, forever (see *A vector that cannot
+/// be fetched* above).
+#[must_use]
+pub const fn enters_itself(pc: u64, pstate: u64, vbar: u64) -> bool {
+    vbar.wrapping_add(origin(pstate).0) == pc
 }
 
 /// The syndrome of `exception` taken from the same EL or not, with the
@@ -289,6 +329,42 @@ mod tests {
             assert_eq!(status.kind, want, "{exc:?}");
             assert_eq!(status.level, walk_level.filter(|&l| l <= 3), "{exc:?}");
         }
+    }
+
+    #[test]
+    fn a_fetch_abort_at_its_own_vector_locks_up() {
+        let vbar = 0x1000_0000;
+        // From EL1h the vector is VBAR + 0x200; from EL0 + 0x400.
+        assert!(enters_itself(vbar + 0x200, 0x3c5, vbar));
+        assert!(
+            enters_itself(vbar + 0x200, 0x3c5 & !0x3c0, vbar),
+            "DAIF aside"
+        );
+        assert!(!enters_itself(vbar + 0x200, 0x3c4, vbar), "EL1t: + 0x000");
+        assert!(enters_itself(vbar, 0x3c4, vbar));
+        assert!(!enters_itself(vbar + 0x400, 0x000, vbar + 0x1000));
+        assert!(enters_itself(vbar + 0x400, 0x000, vbar));
+        assert!(enters_itself(vbar + 0x600, 0x010, vbar), "AArch32 EL0");
+        // From EL0 to an unfetchable + 0x400: not yet; the next abort, from
+        // EL1h at + 0x400, goes to + 0x200, and the one there locks up.
+        assert!(!enters_itself(vbar + 0x400, PSTATE_EL1H_MASKED, vbar));
+        let mut r = regs_at(0x3c5);
+        r.pc = vbar + 0x200;
+        let exc = Exception::ExternalAbort {
+            instruction: true,
+            write: false,
+            far: vbar + 0x200,
+            walk_level: None,
+        };
+        let inj = take(&mut r, vbar, true, exc);
+        assert_eq!(
+            (r.pc, r.pstate, inj.elr),
+            (vbar + 0x200, PSTATE_EL1H_MASKED, vbar + 0x200),
+            "the fixed point: injecting leaves the vCPU where it was"
+        );
+        assert!(enters_itself(r.pc, r.pstate, vbar));
+        // Wrapping at the top of the address space does not panic.
+        assert!(enters_itself(0x1ff, 0x3c5, u64::MAX));
     }
 
     #[test]

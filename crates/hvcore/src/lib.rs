@@ -3,7 +3,7 @@
 //! things: memory slots and the memory map, what a stage-2 fault needs, dirty logging and
 //! pre-copy migration, MMIO emulation and the bus, exception injection, the SMCCC services
 //! (PSCI and its power states, benchmark hypercalls), the request/kick protocol, the
-//! emulated PL011 and the guest device tree.
+//! emulated PL011 and the guest device tree, the per-VM limit on guest-triggered log lines.
 //!
 //! No `unsafe` outside tests: the hardware layer of the hypervisor holds it all.
 #![cfg_attr(not(test), no_std)]
@@ -22,6 +22,7 @@ pub mod esr;
 pub mod frame;
 pub mod guest_abort;
 pub mod guest_dt;
+pub mod idregs;
 pub mod inject;
 pub mod lines;
 pub mod loader;
@@ -30,11 +31,14 @@ pub mod migrate;
 pub mod mmio;
 pub mod pl011;
 pub mod platform;
+pub mod pmu;
 pub mod power;
 pub mod psci;
 pub mod range;
+pub mod ratelimit;
 pub mod regs;
 pub mod request;
+pub mod s1walk;
 pub mod s2fault;
 pub mod slots;
 pub mod smccc;

@@ -51,6 +51,36 @@ pub const ICC_ASGI1R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 6);
 /// `ICC_SGI0R_EL1`: generate a group 0 SGI.
 pub const ICC_SGI0R_EL1: SysReg = SysReg::new(3, 0, 12, 11, 7);
 
+/// `DC ISW`: invalidate a data cache line by set/way.
+pub const DC_ISW: SysReg = SysReg::new(1, 0, 7, 6, 2);
+/// `DC CSW`: clean a data cache line by set/way.
+pub const DC_CSW: SysReg = SysReg::new(1, 0, 7, 10, 2);
+/// `DC CISW`: clean and invalidate a data cache line by set/way.
+pub const DC_CISW: SysReg = SysReg::new(1, 0, 7, 14, 2);
+
+/// Whether `reg` is a set/way cache operation (trapped by `HCR_EL2.TSW`).
+#[must_use]
+pub const fn is_set_way(reg: SysReg) -> bool {
+    matches!(
+        (reg.op0, reg.op1, reg.crn, reg.crm, reg.op2),
+        (1, 0, 7, 6 | 10 | 14, 2)
+    )
+}
+
+/// Whether a trapped set/way operation, the vCPU's exit number `exit`,
+/// needs the whole-RAM flush that stands for a run of them: yes unless
+/// the previous exit (`exit - 1`) was a set/way operation that already
+/// flushed (`flushed_at`). A guest's loop over every set and way makes
+/// one flush; any other exit in between (an interrupt, a fault) starts a
+/// new run, so a flush is never older than the guest's last other exit.
+#[must_use]
+pub const fn set_way_needs_flush(flushed_at: Option<u64>, exit: u64) -> bool {
+    match flushed_at {
+        Some(at) => at.wrapping_add(1) != exit,
+        None => true,
+    }
+}
+
 /// A trapped access, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Trapped {
@@ -80,6 +110,29 @@ mod tests {
     use super::*;
     use std::string::ToString;
 
+    #[test]
+    fn one_flush_per_run_of_set_way_operations() {
+        // Exits 10..20 all set/way: the first flushes, each next one is
+        // the exit right after the last flush... only if it flushed there.
+        let mut flushed_at = None;
+        let mut flushes = 0;
+        for exit in 10..20 {
+            if set_way_needs_flush(flushed_at, exit) {
+                flushes += 1;
+                flushed_at = Some(exit);
+            } else {
+                // Skipped: the run goes on from this exit.
+                flushed_at = Some(exit);
+            }
+        }
+        assert_eq!(flushes, 1);
+        // Another exit (21) in between: exit 22 starts a new run.
+        assert!(set_way_needs_flush(flushed_at, 21 + 1));
+        assert!(!set_way_needs_flush(Some(5), 6));
+        assert!(set_way_needs_flush(None, 0));
+        assert!(!set_way_needs_flush(Some(u64::MAX), 0), "wraps");
+    }
+
     /// The ISS of `MSR <reg>, x<rt>` (or `MRS` when `read`).
     fn iss(r: SysReg, rt: u8, read: bool) -> u32 {
         u32::from(r.op0) << 20
@@ -105,6 +158,9 @@ mod tests {
             assert_eq!(t, Trapped { reg, rt, read });
         }
         assert_eq!(ICC_SGI1R_EL1.to_string(), "S3_0_C12_C11_5");
+        assert!(is_set_way(DC_ISW) && is_set_way(DC_CSW) && is_set_way(DC_CISW));
+        assert!(!is_set_way(SysReg::new(1, 0, 7, 14, 1)), "DC CIVAC");
+        assert!(!is_set_way(SysReg::new(1, 3, 7, 14, 1)));
         assert_ne!(ICC_SGI1R_EL1, ICC_ASGI1R_EL1);
     }
 }

@@ -14,16 +14,17 @@
 use hvcore::guest_abort::GuestAbort;
 use hvcore::inject::Exception;
 use hvcore::mmio;
+use hvcore::s1walk;
 use hvcore::s2fault::{self, Plan};
 use hvcore::verdict::{Failure, VmEnd};
-use log::{error, warn};
+use log::error;
 use pgtable::Error;
 
 use super::super::devices;
 use super::super::running::{ExitAction, Running};
 use super::super::vcpu::FAULT_CACHE_PAGES;
 use super::inject;
-use crate::arch::exception;
+use crate::arch::{context, exception};
 
 /// Handles a data or instruction abort from the guest with syndrome `esr`.
 #[inline(never)]
@@ -52,8 +53,7 @@ pub fn guest_abort(run: &mut Running<'_>, esr: u64) -> ExitAction {
         let fault = s2fault::plan(&abort, slot, vm.max_block, logging);
         if let Plan::Refuse(why) = fault.plan {
             drop(stage2);
-            refuse(run, &abort, why);
-            return ExitAction::Resume;
+            return refuse(run, &abort, why);
         }
         s2fault::serve(&stage2, fault, abort.ipa, log, cache)
     };
@@ -70,12 +70,10 @@ fn outside_memory(run: &mut Running<'_>, abort: &GuestAbort) -> ExitAction {
     if abort.s1ptw {
         // The guest's own stage-1 walk read a table from nowhere: the CPU
         // reports that as an external abort on the walk, not as the access.
-        refuse(run, abort, "stage-1 table walk outside guest memory");
-        return ExitAction::Resume;
+        return refuse(run, abort, "stage-1 table walk outside guest memory");
     }
     let Some((&device, offset)) = run.vm.bus.find(abort.ipa) else {
-        refuse(run, abort, "no memory slot or device there");
-        return ExitAction::Resume;
+        return refuse(run, abort, "no memory slot or device there");
     };
     run.vcpu.stats.mmio();
     match mmio::decode(run.regs(), abort) {
@@ -83,7 +81,7 @@ fn outside_memory(run: &mut Running<'_>, abort: &GuestAbort) -> ExitAction {
             let value = devices::access(run, device, offset, op);
             mmio::complete(run.regs(), abort, op, value);
         }
-        Err(refusal) => refuse(run, abort, refusal.why()),
+        Err(refusal) => return refuse(run, abort, refusal.why()),
     }
     ExitAction::Resume
 }
@@ -111,20 +109,45 @@ fn fatal(run: &Running<'_>, abort: &GuestAbort, e: Error) -> ExitAction {
     }))
 }
 
-/// Refuses an access: logs it and makes the guest take a synchronous
-/// external abort. The hypervisor stays up; the guest decides.
-pub fn refuse(run: &mut Running<'_>, abort: &GuestAbort, why: &str) {
-    warn!(
+/// Refuses an access: logs it (rate-limited) and makes the guest take a
+/// synchronous external abort. The hypervisor stays up; the guest decides.
+/// A refused fetch of the very vector the abort would enter stops the VM
+/// instead (`hvcore::inject`, *A vector that cannot be fetched*).
+fn refuse(run: &mut Running<'_>, abort: &GuestAbort, why: &str) -> ExitAction {
+    if abort.instruction && inject::fetch_locks_up(run) {
+        let vbar = context::live_vbar();
+        error!(
+            "vm{}/vcpu{}: {why}: {abort} at pc {:#x}, which is the exception vector the abort would enter (VBAR_EL1 {vbar:#x}): the vCPU would take the same abort forever, stopping the VM",
+            run.vm.id,
+            run.vcpu.id(),
+            run.regs().pc
+        );
+        return ExitAction::StopVm(VmEnd::Failed(Failure::VectorLockup));
+    }
+    guest_log!(
+        run.vm,
+        Warn,
         "vm{}/vcpu{}: {why}: {abort} at pc {:#x}: injecting an external abort",
         run.vm.id,
         run.vcpu.id(),
         run.regs().pc
     );
+    // On the guest's own table walk: the level whose table was read from
+    // nowhere (hvcore::s1walk), as the CPU reports such an abort.
+    let walk_level = if abort.s1ptw {
+        let vm = run.vm;
+        s1walk::table_level(&context::live_stage1(), abort.far, abort.ipa, |ipa| {
+            vm.read_u64(ipa)
+        })
+    } else {
+        None
+    };
     let exception = Exception::ExternalAbort {
         instruction: abort.instruction,
         write: abort.write && !abort.s1ptw,
         far: abort.far,
-        walk_level: None,
+        walk_level,
     };
     inject::exception(run, abort.il32, exception);
+    ExitAction::Resume
 }

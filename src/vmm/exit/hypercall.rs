@@ -2,7 +2,6 @@
 
 use hvcore::psci::ret;
 use hvcore::smccc::{self, ArchCall, Service};
-use log::debug;
 
 use super::super::running::{ExitAction, Running};
 use super::super::vcpu::Vcpu;
@@ -70,7 +69,9 @@ fn vendor(run: &mut Running<'_>) -> i64 {
 /// An unknown function: `NOT_SUPPORTED`, as SMCCC requires.
 #[cold]
 pub fn unknown(vm: &Vm, vcpu: &Vcpu, fid: u32) -> i64 {
-    debug!(
+    guest_log!(
+        vm,
+        Debug,
         "vm{}/vcpu{}: unknown hypercall {fid:#x}: NOT_SUPPORTED",
         vm.id,
         vcpu.id()

@@ -10,7 +10,6 @@
 use hvcore::esr::{ec, ExceptionClass};
 use hvcore::inject::Exception;
 use hvcore::psci::ret;
-use log::warn;
 
 mod abort;
 mod hypercall;
@@ -66,7 +65,13 @@ fn asynchronous(run: &mut Running<'_>, vector: Vector) -> ExitAction {
         _ => {
             // No FIQ or SError is routed to a guest: note it and carry on.
             stats.exit(ExitReason::Other);
-            warn!("vm{}/vcpu{}: unexpected {vector}", run.vm.id, run.vcpu.id());
+            guest_log!(
+                run.vm,
+                Warn,
+                "vm{}/vcpu{}: unexpected {vector}",
+                run.vm.id,
+                run.vcpu.id()
+            );
             ExitAction::Resume
         }
     }
@@ -111,7 +116,9 @@ fn synchronous(run: &mut Running<'_>, esr: u64) -> ExitAction {
         raw => {
             let class = ExceptionClass::from_bits(raw);
             stats.exit(ExitReason::Other);
-            warn!(
+            guest_log!(
+                run.vm,
+                Warn,
                 "vm{}/vcpu{}: unhandled exit ({class}) at pc {:#x}: injecting an undefined instruction",
                 run.vm.id,
                 run.vcpu.id(),

@@ -4,7 +4,6 @@ use core::sync::atomic::Ordering;
 use hvcore::power::{self, Start};
 use hvcore::psci::{self, ret, Call, PsciCall};
 use hvcore::verdict::VmEnd;
-
 use log::info;
 
 use super::super::running::{ExitAction, Running};
@@ -40,7 +39,7 @@ pub fn call(run: &mut Running<'_>, args: &[u64; 4]) -> Option<(i64, ExitAction)>
             if vm.is_resetting() {
                 return Some(resume(ret::DENIED));
             }
-            let r = vcpu.power.cpu_on(Start { entry, context });
+            let r = vcpu.power.cpu_on(Start { entry, context }, &vm.live);
             if r == ret::SUCCESS {
                 // A reboot that began meanwhile must stop this vCPU too
                 // (it may have sent its request before the vCPU was on).
@@ -59,7 +58,7 @@ pub fn call(run: &mut Running<'_>, args: &[u64; 4]) -> Option<(i64, ExitAction)>
             _ => ret::INVALID_PARAMETERS,
         }),
         Call::Psci(PsciCall::CpuOff) => {
-            info!("vm{}/vcpu{}: CPU_OFF", vm.id, run.vcpu.id());
+            guest_log!(vm, Info, "vm{}/vcpu{}: CPU_OFF", vm.id, run.vcpu.id());
             (ret::SUCCESS, ExitAction::PowerOff)
         }
         Call::Psci(PsciCall::SystemOff { status }) => {
@@ -75,7 +74,9 @@ pub fn call(run: &mut Running<'_>, args: &[u64; 4]) -> Option<(i64, ExitAction)>
             let reboots = vm.boot.boots.load(Ordering::Relaxed).saturating_sub(1);
             let limited = vm.boot.reset_limit.is_some_and(|n| reboots >= n);
             let ends = limited || vm.logs_reserved();
-            info!(
+            guest_log!(
+                vm,
+                Info,
                 "vm{}/vcpu{}: SYSTEM_RESET: {}",
                 vm.id,
                 run.vcpu.id(),
