@@ -13,7 +13,9 @@
 #                           toolchain of rust-toolchain.toml with its targets and
 #                           components
 #   scripts/setup.sh test   run, and gdb-multiarch, and nightly Rust with Miri and
-#                           rust-src (plus `cargo miri setup`): scripts/test.sh
+#                           rust-src (plus `cargo miri setup`), and cargo-fuzz
+#                           with a C++ compiler for libFuzzer (g++):
+#                           scripts/test.sh, scripts/fuzz.sh
 #
 # Debian packages come from apt-get (through `sudo -n` when not root),
 # toolchains from rustup (explicitly: RUSTUP_AUTO_INSTALL=0 may be set).
@@ -80,7 +82,10 @@ if [[ $mode != boot ]]; then
         packages+=(binutils-aarch64-linux-gnu)
     fi
 fi
-if [[ $mode == test ]]; then need gdb-multiarch gdb-multiarch; fi
+if [[ $mode == test ]]; then
+    need gdb-multiarch gdb-multiarch
+    need c++ g++ # libfuzzer-sys builds libFuzzer (scripts/fuzz.sh)
+fi
 
 if [[ ${#packages[@]} -gt 0 ]]; then
     what="$(printf '%s, ' "${missing[@]}")" && what="${what%, }"
@@ -163,3 +168,11 @@ if ! out="$(cd "$root" && RUSTUP_AUTO_INSTALL=0 cargo +nightly miri setup 2>&1)"
     give_up "Miri's sysroot" "cargo miri setup failed (log: $log); run: cargo +nightly miri setup"
 fi
 [[ "$out" == *"already available"* ]] || echo "setup.sh: prepared Miri's sysroot (cargo miri setup)"
+
+# cargo-fuzz, for the fuzz targets (scripts/fuzz.sh; test.sh runs them
+# briefly): built from crates.io once (a minute or two), then only found.
+if ! command -v cargo-fuzz >/dev/null; then
+    echo "setup.sh: installing cargo-fuzz (cargo install)"
+    run_logged env RUSTUP_AUTO_INSTALL=0 cargo +nightly install cargo-fuzz --locked ||
+        give_up "cargo-fuzz" "cargo install failed (log: $log); install with: cargo +nightly install cargo-fuzz --locked"
+fi

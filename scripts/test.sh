@@ -15,6 +15,8 @@ source "$root/scripts/image.sh"
 source "$root/scripts/lib.sh"
 # shellcheck source=scripts/smoke.sh
 source "$root/scripts/smoke.sh"
+# shellcheck source=scripts/fuzz.sh
+source "$root/scripts/fuzz.sh"
 
 HOST=x86_64-unknown-linux-gnu
 
@@ -23,6 +25,7 @@ step "cargo fmt --check (hyp, hvcore)" cargo fmt --check -p hyp -p hvcore
 step "cargo fmt --check (pgtable)" cargo fmt --check -p pgtable
 step "cargo fmt --check (guests)" cargo fmt --check -p guests
 step "cargo fmt --check (xtask)" cargo fmt --check -p xtask
+step "cargo fmt --check (fuzz targets)" cargo fmt --check --manifest-path fuzz/Cargo.toml
 step "clippy host (hvcore)" cargo clippy --target "$HOST" -p hvcore --all-targets -- -D warnings
 step "clippy host (pgtable)" cargo clippy --target "$HOST" -p pgtable --all-targets -- -D warnings
 step "clippy host (xtask)" cargo clippy --target "$HOST" -p xtask --all-targets -- -D warnings
@@ -43,6 +46,12 @@ step "host tests (xtask: bench table, profile, ratios)" cargo test --target "$HO
 # The walker's unit tests under Miri: no undefined behaviour in the table
 # access, the deferred frees or the host memory backend.
 step "Miri: pgtable unit tests" cargo +nightly miri test --target "$HOST" -p pgtable --lib
+
+# --- fuzzing -----------------------------------------------------------------
+# Every cargo fuzz target (fuzz/) for a few seconds each, as
+# `scripts/fuzz.sh --quick` does: hvcore's decoders of guest- and
+# user-controlled input against their invariants. Longer runs: scripts/fuzz.sh.
+fuzz_targets 5
 
 # --- the hypervisor under QEMU ---------------------------------------------
 step "aarch64 build (image)" build_image

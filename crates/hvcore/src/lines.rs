@@ -198,11 +198,16 @@ impl UartLine {
         } else {
             self.writers
         };
-        // Bytes carried over a cut (a character's start) are this vCPU's.
-        self.writers = if byte == b'\n' {
-            Writers::default()
-        } else {
+        // Bytes carried over a cut (a character's start) are this vCPU's; a
+        // line end, or a cut that carried nothing (the line filled exactly),
+        // leaves the next line no writer yet: else the vCPU that filled it
+        // was named on the next line, which it did not write (fuzzing found
+        // it).
+        let carried = byte != b'\n' && line.len() < LINE_MAX;
+        self.writers = if carried {
             Writers::only(vcpu)
+        } else {
+            Writers::default()
         };
         Some((writers, line))
     }
@@ -331,6 +336,21 @@ mod tests {
             }
         }
         assert_eq!(tags, ["vcpu0,1", "vcpu1"]);
+    }
+
+    #[test]
+    fn a_line_that_fills_exactly_does_not_name_its_writer_on_the_next() {
+        let mut u = UartLine::new();
+        let mut tags = Vec::new();
+        let text = "a".repeat(LINE_MAX);
+        for (vcpu, bytes) in [(1, text.as_bytes()), (2, b"b\n"), (3, b"\n")] {
+            for &b in bytes {
+                if let Some((w, _)) = u.push(vcpu, b) {
+                    tags.push(w.to_string());
+                }
+            }
+        }
+        assert_eq!(tags, ["vcpu1", "vcpu2", "vcpu3"]);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Portable: the hardware layer hands over the blob as bytes, so the parser
 //! runs (and is fuzzed) on the host. Missing or malformed essentials are
-//! reported as [`DtbError`]s, never panics.
+//! reported as [`DtbError`]s, never panics: the blob's structure is checked
+//! ([`well_formed`]) before the `fdt` crate, which trusts it, reads it.
 
 use core::fmt;
 
@@ -33,6 +34,9 @@ pub enum DtbError {
     BadSize(usize),
     /// The blob failed to parse.
     Invalid(fdt::FdtError),
+    /// The blob's structure is not one the reader walks safely
+    /// ([`well_formed`]): what is wrong.
+    Malformed(&'static str),
     /// No `device_type = "memory"` node with a usable `reg`.
     NoMemory,
     /// A `reg` entry that does not describe a range.
@@ -57,6 +61,7 @@ impl fmt::Display for DtbError {
                 "device tree header gives a size of {size} bytes (not a device tree, or over {MAX_DTB_SIZE})"
             ),
             Self::Invalid(e) => write!(f, "invalid device tree: {e:?}"),
+            Self::Malformed(what) => write!(f, "malformed device tree: {what}"),
             Self::NoMemory => f.write_str("device tree has no memory node with a reg property"),
             Self::BadRange(what, e) => write!(f, "device tree {what}: {e}"),
             Self::NoCpus => f.write_str("device tree lists no CPU under /cpus"),
@@ -168,6 +173,8 @@ pub fn blob_size(header: &[u8]) -> Result<usize, DtbError> {
 /// A [`DtbError`] naming what is missing or malformed.
 pub fn parse(blob: &[u8], addr: u64) -> Result<Platform<'_>, DtbError> {
     let fdt = Fdt::new(blob).map_err(DtbError::Invalid)?;
+    // The reader trusts the blob: checked first (fuzzing found the panics).
+    well_formed(blob).map_err(DtbError::Malformed)?;
     let dtb = PhysRange::from_base_size(addr, fdt.total_size() as u64)
         .map_err(|e| DtbError::BadRange("blob", e))?;
 
@@ -197,6 +204,141 @@ pub fn parse(blob: &[u8], addr: u64) -> Result<Platform<'_>, DtbError> {
         psci: psci(&fdt),
         bootargs,
     })
+}
+
+/// Deepest node nesting accepted (QEMU's trees are 4 deep; the reader
+/// indexes a 64-entry array by depth and recurses as deep).
+pub const MAX_DEPTH: usize = 32;
+
+/// `FDT_*` structure-block tokens.
+const FDT_BEGIN_NODE: u32 = 1;
+const FDT_END_NODE: u32 = 2;
+const FDT_PROP: u32 = 3;
+const FDT_NOP: u32 = 4;
+const FDT_END: u32 = 9;
+
+/// Checks that `blob` (a header [`Fdt::new`] took) is a device tree the
+/// `fdt` crate (0.1.5) can read without panicking, or recursing forever.
+/// That crate trusts the blob: it slices by the header's offsets, the
+/// properties' lengths and name offsets, unwraps names as UTF-8 C strings,
+/// expects `#address-cells` to be a cell, indexes a 64-entry array by
+/// depth, asserts the tokens it skips, and resolves a path it does not find
+/// through `/aliases` again and again. So, all inside the header's
+/// `totalsize`:
+///
+/// - the structure and strings blocks lie inside the blob, and the memory
+///   reservation block ends (a zero entry);
+/// - the structure block is one root node then `FDT_END`; each node is
+///   `FDT_BEGIN_NODE`, a NUL-terminated UTF-8 name, its properties, its
+///   children, `FDT_END_NODE`, at most [`MAX_DEPTH`] deep; no `FDT_NOP`
+///   (the reader skips them in some places only; `dtc` or `fdt_pack`
+///   remove them);
+/// - a property's value lies inside the structure block, its name is a
+///   NUL-terminated UTF-8 string inside the strings block;
+///   `#address-cells` and `#size-cells` are one cell;
+/// - an alias (a property of a node named `aliases`) names a full path
+///   (starts with `/`) and is not itself named like one, so a path
+///   resolves through at most one alias.
+///
+/// # Errors
+///
+/// What is wrong, for [`DtbError::Malformed`].
+pub fn well_formed(blob: &[u8]) -> Result<(), &'static str> {
+    let word = |b: &[u8], at: usize| -> Option<u32> {
+        let bytes = b.get(at..at.checked_add(4)?)?;
+        Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    };
+    let header = |n: usize| word(blob, 4 * n).ok_or("shorter than a header");
+    let blob = blob
+        .get(..header(1)? as usize)
+        .ok_or("shorter than its header's totalsize")?;
+    let block = |off: u32, size: u32| {
+        let off = off as usize;
+        blob.get(off..off.checked_add(size as usize)?)
+    };
+    let structs = block(header(2)?, header(9)?).ok_or("structure block outside the blob")?;
+    let strings = block(header(3)?, header(8)?).ok_or("strings block outside the blob")?;
+    let mut at = header(4)? as usize;
+    loop {
+        let entry = blob
+            .get(at..at.saturating_add(16))
+            .ok_or("memory reservation block without its end")?;
+        if entry.iter().all(|&b| b == 0) {
+            break;
+        }
+        at += 16;
+    }
+
+    // A C string at the start of `b`: its bytes (UTF-8) and its length with
+    // the NUL.
+    fn cstr(b: &[u8]) -> Option<(&str, usize)> {
+        let end = b.iter().position(|&c| c == 0)?;
+        Some((core::str::from_utf8(&b[..end]).ok()?, end + 1))
+    }
+    let aligned = |n: usize| n.next_multiple_of(4);
+    let mut at = 0;
+    let mut depth = 0;
+    let mut root_done = false;
+    // Whether the node last begun may still have properties, and whether
+    // it is an `aliases` node.
+    let (mut props, mut aliases) = (false, false);
+    loop {
+        let token = word(structs, at).ok_or("structure block ends without FDT_END")?;
+        at += 4;
+        match token {
+            FDT_BEGIN_NODE => {
+                if depth == 0 && root_done {
+                    return Err("more than one root node");
+                }
+                let (name, len) = structs
+                    .get(at..)
+                    .and_then(cstr)
+                    .ok_or("a node name that is not a UTF-8 C string")?;
+                at += aligned(len);
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err("nodes nested too deep");
+                }
+                props = true;
+                aliases = name.split('@').next() == Some("aliases");
+            }
+            FDT_PROP => {
+                if !props {
+                    return Err("a property after a child node, or outside any node");
+                }
+                let len = word(structs, at).ok_or("a truncated property")? as usize;
+                let name_at = word(structs, at + 4).ok_or("a truncated property")? as usize;
+                at += 8;
+                let value = at
+                    .checked_add(len)
+                    .and_then(|end| structs.get(at..end))
+                    .ok_or("a property value past the structure block")?;
+                at += aligned(len);
+                let (name, _) = strings
+                    .get(name_at..)
+                    .and_then(cstr)
+                    .ok_or("a property name that is not a UTF-8 C string in the strings block")?;
+                if matches!(name, "#address-cells" | "#size-cells") && value.len() != 4 {
+                    return Err("#address-cells or #size-cells that is not one cell");
+                }
+                if aliases && (name.starts_with('/') || !value.starts_with(b"/")) {
+                    return Err("an alias that does not name a full path");
+                }
+            }
+            FDT_END_NODE => {
+                if depth == 0 {
+                    return Err("FDT_END_NODE outside any node");
+                }
+                depth -= 1;
+                root_done = depth == 0;
+                props = false;
+            }
+            FDT_END if depth == 0 && root_done => return Ok(()),
+            FDT_END => return Err("FDT_END inside a node, or before the root"),
+            FDT_NOP => return Err("FDT_NOP tokens (remove them: dtc -I dtb -O dtb)"),
+            _ => return Err("an unknown structure-block token"),
+        }
+    }
 }
 
 fn model<'a>(fdt: &Fdt<'a>) -> &'a str {
@@ -455,6 +597,166 @@ mod tests {
         assert_eq!(p.uart_intid, Some(40));
         assert_eq!(p.cpus.ignored, 2);
         assert_eq!(p.psci, Some(PsciConduit::Hvc));
+    }
+
+    /// The offset of the `FDT_PROP` token of the first property named
+    /// `name` in `blob` (written by vm-fdt: well formed).
+    fn prop_token(blob: &[u8], name: &str) -> usize {
+        let be = |at: usize| u32::from_be_bytes(blob[at..at + 4].try_into().unwrap()) as usize;
+        let (structs, strings) = (be(8), be(12));
+        let mut at = structs;
+        loop {
+            match be(at) {
+                1 => {
+                    let len = blob[at + 4..].iter().position(|&b| b == 0).unwrap() + 1;
+                    at += 4 + len.next_multiple_of(4);
+                }
+                3 => {
+                    let name_at = strings + be(at + 8);
+                    if blob[name_at..].starts_with(name.as_bytes())
+                        && blob[name_at + name.len()] == 0
+                    {
+                        return at;
+                    }
+                    at += 12 + be(at + 4).next_multiple_of(4);
+                }
+                2 | 4 => at += 4,
+                t => panic!("no property {name} (token {t})"),
+            }
+        }
+    }
+
+    /// A small machine whose root's `#address-cells` is `cells`, with
+    /// `extra` written into the root before its other nodes.
+    fn machine(cells: &[u8], extra: impl FnOnce(&mut FdtWriter)) -> Vec<u8> {
+        let mut w = FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property("#address-cells", cells).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        extra(&mut w);
+        // The rest of the machine, as qemu_like writes it.
+        let chosen = w.begin_node("chosen").unwrap();
+        w.property_string("stdout-path", "/pl011@9000000").unwrap();
+        w.end_node(chosen).unwrap();
+        let mem = w.begin_node("memory@40000000").unwrap();
+        w.property_string("device_type", "memory").unwrap();
+        w.property_array_u32("reg", &[0, 0x4000_0000, 0, 0x4000_0000])
+            .unwrap();
+        w.end_node(mem).unwrap();
+        let cpus = w.begin_node("cpus").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 0).unwrap();
+        let c = w.begin_node("cpu@0").unwrap();
+        w.property_string("device_type", "cpu").unwrap();
+        w.property_u32("reg", 0).unwrap();
+        w.end_node(c).unwrap();
+        w.end_node(cpus).unwrap();
+        let u = w.begin_node("pl011@9000000").unwrap();
+        w.property_string("compatible", "arm,pl011").unwrap();
+        w.property_array_u32("reg", &[0, 0x0900_0000, 0, 0x1000])
+            .unwrap();
+        w.end_node(u).unwrap();
+        w.end_node(root).unwrap();
+        w.finish().unwrap()
+    }
+
+    // Blobs the `fdt` crate panics on (or recurses on until the stack
+    // overflows), found by the platform fuzz target: each is refused as
+    // malformed instead.
+
+    #[test]
+    fn a_cell_count_that_is_not_a_cell_is_refused() {
+        let ok = machine(&2u32.to_be_bytes(), |_| {});
+        assert!(parse(&ok, 0).is_ok());
+        // `#address-cells = <>` in the root: "not enough bytes for
+        // #address-cells value" when the memory node's reg is read.
+        let blob = machine(&[], |_| {});
+        assert!(matches!(parse(&blob, 0), Err(DtbError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_property_name_outside_the_strings_block_is_refused() {
+        let mut blob = qemu_like(1, true, "smc");
+        let at = prop_token(&blob, "model");
+        blob[at + 8..at + 12].copy_from_slice(&0x00ff_ffffu32.to_be_bytes());
+        assert!(matches!(parse(&blob, 0), Err(DtbError::Malformed(_))));
+        // A name that is not UTF-8.
+        let mut blob = qemu_like(1, true, "smc");
+        let strings = u32::from_be_bytes(blob[12..16].try_into().unwrap()) as usize;
+        let name = strings + u32::from_be_bytes(blob[at + 8..at + 12].try_into().unwrap()) as usize;
+        blob[name] = 0xff;
+        assert_eq!(
+            parse(&blob, 0).unwrap_err(),
+            DtbError::Malformed(
+                "a property name that is not a UTF-8 C string in the strings block"
+            )
+        );
+    }
+
+    #[test]
+    fn a_property_value_past_the_block_is_refused() {
+        let mut blob = qemu_like(1, true, "smc");
+        let at = prop_token(&blob, "model");
+        blob[at + 4..at + 8].copy_from_slice(&0x0100_0000u32.to_be_bytes());
+        assert!(matches!(parse(&blob, 0), Err(DtbError::Malformed(_))));
+    }
+
+    #[test]
+    fn an_alias_loop_is_refused() {
+        // stdout-path names no node; the reader then resolves it as an
+        // alias, whose value it resolves again, forever.
+        let blob = machine(&2u32.to_be_bytes(), |w| {
+            let a = w.begin_node("aliases").unwrap();
+            w.property_string("serial0", "serial0").unwrap();
+            w.end_node(a).unwrap();
+            let c = w.begin_node("chosen").unwrap();
+            w.property_string("stdout-path", "serial0").unwrap();
+            w.end_node(c).unwrap();
+        });
+        assert!(matches!(parse(&blob, 0), Err(DtbError::Malformed(_))));
+        // Aliases as dtc writes them are fine.
+        let blob = machine(&2u32.to_be_bytes(), |w| {
+            let a = w.begin_node("aliases").unwrap();
+            w.property_string("serial0", "/pl011@9000000").unwrap();
+            w.end_node(a).unwrap();
+        });
+        assert!(parse(&blob, 0).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        // 64 deep (the most vm-fdt and Linux write), the reader indexes
+        // past its 64-entry parents array.
+        let nest = |levels: usize| {
+            machine(&2u32.to_be_bytes(), |w| {
+                let nodes: Vec<_> = (0..levels).map(|_| w.begin_node("n").unwrap()).collect();
+                for n in nodes.into_iter().rev() {
+                    w.end_node(n).unwrap();
+                }
+            })
+        };
+        assert!(parse(&nest(MAX_DEPTH - 1), 0).is_ok());
+        assert_eq!(
+            parse(&nest(63), 0).unwrap_err(),
+            DtbError::Malformed("nodes nested too deep")
+        );
+    }
+
+    #[test]
+    fn nop_tokens_are_refused() {
+        // A property turned into three FDT_NOPs (as fdt_nop_property does)
+        // in a node the reader skips: it asserts an FDT_END_NODE there.
+        let mut blob = machine(&2u32.to_be_bytes(), |w| {
+            let n = w.begin_node("skipped").unwrap();
+            w.property_null("a").unwrap();
+            w.property_null("b").unwrap();
+            w.end_node(n).unwrap();
+        });
+        let at = prop_token(&blob, "a");
+        for word in blob[at..at + 12].chunks_exact_mut(4) {
+            word.copy_from_slice(&4u32.to_be_bytes());
+        }
+        assert!(matches!(parse(&blob, 0), Err(DtbError::Malformed(_))));
     }
 
     #[test]
