@@ -137,6 +137,7 @@ fuzz_target!(|ops: Vec<Op>| {
                         }
                         Key::Quit => assert!(armed && b.eq_ignore_ascii_case(&b'x')),
                         Key::Help => assert!(armed && matches!(b, b'h' | b'H' | b'?')),
+                        Key::Next => assert!(armed && b.eq_ignore_ascii_case(&b'n')),
                         Key::Unknown(k) => assert!(armed && k == b && b != ESCAPE),
                     }
                     last_key = key;
