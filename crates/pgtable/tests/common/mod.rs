@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pgtable::host::HostMm;
+use pgtable::host::{HostMm, MmEvent};
 use pgtable::{Leaf, Level, MmOps, Prot, Pte, Stage2};
 
 pub const K4: u64 = 0x1000;
@@ -310,6 +310,85 @@ pub fn shape<M: MmOps>(s2: &Stage2<M>, window: (u64, u64), mut f: impl FnMut(u64
     }
     shape.empty_tables = shape.tables.difference(&nonempty).copied().collect();
     shape
+}
+
+// ---------------------------------------------------------------------------
+// TLB invalidations: which removed translations they reach.
+// ---------------------------------------------------------------------------
+
+/// Whether the recorded invalidation `ev` removes the TLB entry of the leaf
+/// at `start` of `level` (one TLB entry spans the whole leaf):
+/// - an invalidation by address reaches the entry translating that
+///   address, and only with the right level hint (a wrong hint may leave
+///   the entry, as the architecture allows);
+/// - a range invalidation reaches the leaf if the range holds it whole
+///   (every operation invalidates whole entries);
+/// - invalidating everything reaches everything.
+pub fn tlbi_reaches(ev: &MmEvent, start: u64, level: Level) -> bool {
+    let size = level.entry_size();
+    match *ev {
+        MmEvent::TlbiAddr { addr, level: hint } => {
+            hint == level && start <= addr && addr - start < size
+        }
+        MmEvent::TlbiRange { addr, size: n } => {
+            addr <= start && start.checked_add(size).is_some_and(|end| end <= addr + n)
+        }
+        MmEvent::TlbiAll => true,
+        _ => false,
+    }
+}
+
+/// The valid leaves among `leaves` (`(start, leaf)`, as [`leaves_in`] gives
+/// them) that no invalidation in `events` reaches, as `(start, level)`.
+pub fn unreached_leaves(leaves: &[(u64, Leaf)], events: &[MmEvent]) -> Vec<(u64, u8)> {
+    leaves
+        .iter()
+        .filter(|(_, lf)| lf.pte.is_valid())
+        .filter(|(start, lf)| !events.iter().any(|e| tlbi_reaches(e, *start, lf.level)))
+        .map(|(start, lf)| (*start, lf.level.get()))
+        .collect()
+}
+
+/// The parts of the ranges `[start, end)` that no invalidation in `events`
+/// covers, when the leaves' levels are unknown (an EL2 tree only
+/// translates): an invalidation by address is taken to cover the whole
+/// entry of its level hint, a range its range. Looser than
+/// [`unreached_leaves`], but it still sees a leaf left out entirely.
+pub fn uncovered_ranges(ranges: &[(u64, u64)], events: &[MmEvent]) -> Vec<(u64, u64)> {
+    let mut covered: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|e| match *e {
+            MmEvent::TlbiAddr { addr, level } => {
+                let start = level.align_down(addr);
+                Some((start, start.saturating_add(level.entry_size())))
+            }
+            MmEvent::TlbiRange { addr, size } => Some((addr, addr.saturating_add(size))),
+            MmEvent::TlbiAll => Some((0, u64::MAX)),
+            _ => None,
+        })
+        .collect();
+    covered.sort_unstable();
+    let mut out = Vec::new();
+    for &(lo, hi) in ranges {
+        // Walk the sorted covered intervals from `lo`, noting the gaps.
+        let mut at = lo;
+        for &(a, b) in &covered {
+            if at >= hi {
+                break;
+            }
+            if b <= at {
+                continue;
+            }
+            if a > at {
+                out.push((at, a.min(hi)));
+            }
+            at = at.max(b);
+        }
+        if at < hi {
+            out.push((at, hi));
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
