@@ -414,6 +414,25 @@ pub enum Ev {
 
 type Hook = Box<dyn FnMut(Ev) + Send>;
 
+std::thread_local! {
+    /// How many more times the shared compare-and-swaps of this thread may
+    /// yield waiting for another thread to change their entry, and how many
+    /// more such races they may bring about (see [`hold_swap_window`]).
+    static SWAP_WINDOW: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Makes the shared compare-and-swaps of the calling thread (on a
+/// [`TestMm`] tree) wait, between the walker's read of the entry and its
+/// swap, until another thread changes the entry, yielding the thread: `polls`
+/// yields in all, and no more waiting once `races` swaps were made to lose
+/// that way (a swap that always waited would lose every retry too). A race
+/// test that needs lost swaps then gets them on a loaded machine, where its
+/// threads seldom run at the same time, as the hypervisor's
+/// `migrate.window=` knob does under QEMU. `(0, 0)`: no wait.
+pub fn hold_swap_window(polls: u32, races: u32) {
+    SWAP_WINDOW.set((polls, races));
+}
+
 struct TestInner {
     host: HostMm,
     relaxes: AtomicU64,
@@ -585,6 +604,19 @@ unsafe impl MmOps for TestMm {
         self.0.relaxes.fetch_add(1, Ordering::Relaxed);
         self.event(Ev::Relax);
         self.0.host.relax();
+    }
+
+    fn before_compare_and_swap(&self, entry: &AtomicU64, old: u64) {
+        let (mut polls, races) = SWAP_WINDOW.get();
+        while races > 0 && polls > 0 {
+            if entry.load(Ordering::Relaxed) != old {
+                SWAP_WINDOW.set((polls, races - 1));
+                return;
+            }
+            std::thread::yield_now();
+            polls -= 1;
+            SWAP_WINDOW.set((polls, races));
+        }
     }
 }
 
