@@ -32,6 +32,17 @@ fn cases(n: u32) -> u32 {
     }
 }
 
+/// How hard proptest shrinks a failing case: 2000 iterations, or
+/// `PROPTEST_MAX_SHRINK_ITERS` (`scripts/mutants.sh` sets 0: a mutation run
+/// only needs to know that a case fails, and shrinking one of these cases
+/// can take minutes).
+fn shrink_iters() -> u32 {
+    std::env::var("PROPTEST_MAX_SHRINK_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000)
+}
+
 fn addr() -> impl Strategy<Value = u64> {
     (
         0..4u64,
@@ -645,7 +656,7 @@ impl World {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(96),
-        max_shrink_iters: 2000,
+        max_shrink_iters: shrink_iters(),
         failure_persistence: None,
         .. ProptestConfig::default()
     })]
@@ -724,7 +735,7 @@ fn hyp_check(
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(96),
-        max_shrink_iters: 2000,
+        max_shrink_iters: shrink_iters(),
         failure_persistence: None,
         .. ProptestConfig::default()
     })]
