@@ -421,6 +421,26 @@ mod tests {
     }
 
     #[test]
+    fn ranges_and_errors_print_for_the_boot_log() {
+        assert_eq!(
+            r(0x4000_0000, 0x4800_0000).to_string(),
+            "[0x0040000000..0x0048000000)"
+        );
+        assert_eq!(
+            RangeError::Overflow { base: 1, size: 2 }.to_string(),
+            "range 0x1 + 0x2 overflows the address space"
+        );
+        assert_eq!(
+            RangeError::Inverted { start: 2, end: 1 }.to_string(),
+            "range end 0x1 before start 0x2"
+        );
+        assert_eq!(
+            RangeError::Full { capacity: 8 }.to_string(),
+            "more than 8 disjoint memory ranges"
+        );
+    }
+
+    #[test]
     fn contains_is_half_open() {
         let range = r(0x1000, 0x3000);
         let at = PhysAddr::new;
