@@ -729,6 +729,389 @@ mod tests {
         assert_eq!(FaultStatus::from_bits(0x3f).kind, FaultKind::Other);
     }
 
+    /// Every exception class the decoder knows, by raw EC, with its name.
+    const CLASSES: [(u8, ExceptionClass, &str); 38] = [
+        (
+            0x00,
+            ExceptionClass::Unknown,
+            "Unknown reason / undefined instruction",
+        ),
+        (0x01, ExceptionClass::Wfx, "Trapped WFI/WFE"),
+        (
+            0x03,
+            ExceptionClass::Cp15Rt,
+            "Trapped AArch32 MCR/MRC (CP15)",
+        ),
+        (
+            0x04,
+            ExceptionClass::Cp15Rrt,
+            "Trapped AArch32 MCRR/MRRC (CP15)",
+        ),
+        (
+            0x05,
+            ExceptionClass::Cp14Rt,
+            "Trapped AArch32 MCR/MRC (CP14)",
+        ),
+        (
+            0x06,
+            ExceptionClass::Cp14Ls,
+            "Trapped AArch32 LDC/STC (CP14)",
+        ),
+        (0x07, ExceptionClass::FpAccess, "Trapped FP/SIMD/SVE access"),
+        (0x0a, ExceptionClass::Ls64, "Trapped LD64B/ST64B"),
+        (0x0c, ExceptionClass::Cp14Rrt, "Trapped AArch32 MRRC (CP14)"),
+        (
+            0x0d,
+            ExceptionClass::BranchTarget,
+            "Branch target exception",
+        ),
+        (
+            0x0e,
+            ExceptionClass::IllegalState,
+            "Illegal execution state",
+        ),
+        (0x11, ExceptionClass::Svc32, "SVC (AArch32)"),
+        (0x12, ExceptionClass::Hvc32, "HVC (AArch32)"),
+        (0x13, ExceptionClass::Smc32, "SMC (AArch32)"),
+        (0x15, ExceptionClass::Svc64, "SVC (AArch64)"),
+        (0x16, ExceptionClass::Hvc64, "HVC (AArch64)"),
+        (0x17, ExceptionClass::Smc64, "SMC (AArch64)"),
+        (
+            0x18,
+            ExceptionClass::SysReg,
+            "Trapped MSR/MRS/system instruction",
+        ),
+        (0x19, ExceptionClass::Sve, "Trapped SVE access"),
+        (0x1a, ExceptionClass::Eret, "Trapped ERET"),
+        (
+            0x1c,
+            ExceptionClass::PacFail,
+            "Pointer authentication failure",
+        ),
+        (
+            0x20,
+            ExceptionClass::InstrAbortLower,
+            "Instruction Abort from a lower EL",
+        ),
+        (
+            0x21,
+            ExceptionClass::InstrAbortCurrent,
+            "Instruction Abort from the current EL",
+        ),
+        (0x22, ExceptionClass::PcAlignment, "PC alignment fault"),
+        (
+            0x24,
+            ExceptionClass::DataAbortLower,
+            "Data Abort from a lower EL",
+        ),
+        (
+            0x25,
+            ExceptionClass::DataAbortCurrent,
+            "Data Abort from the current EL",
+        ),
+        (0x26, ExceptionClass::SpAlignment, "SP alignment fault"),
+        (0x28, ExceptionClass::Fp32, "FP exception (AArch32)"),
+        (0x2c, ExceptionClass::Fp64, "FP exception (AArch64)"),
+        (0x2f, ExceptionClass::SError, "SError interrupt"),
+        (
+            0x30,
+            ExceptionClass::BreakpointLower,
+            "Breakpoint from a lower EL",
+        ),
+        (
+            0x31,
+            ExceptionClass::BreakpointCurrent,
+            "Breakpoint from the current EL",
+        ),
+        (
+            0x32,
+            ExceptionClass::SoftStepLower,
+            "Software step from a lower EL",
+        ),
+        (
+            0x33,
+            ExceptionClass::SoftStepCurrent,
+            "Software step from the current EL",
+        ),
+        (
+            0x34,
+            ExceptionClass::WatchpointLower,
+            "Watchpoint from a lower EL",
+        ),
+        (
+            0x35,
+            ExceptionClass::WatchpointCurrent,
+            "Watchpoint from the current EL",
+        ),
+        (0x38, ExceptionClass::Bkpt32, "BKPT (AArch32)"),
+        (0x3c, ExceptionClass::Brk64, "BRK (AArch64)"),
+    ];
+
+    #[test]
+    fn every_exception_class_and_its_name() {
+        for ec in 0..64u8 {
+            let class = ExceptionClass::from_bits(ec);
+            match CLASSES.iter().find(|(raw, _, _)| *raw == ec) {
+                Some(&(_, want, name)) => {
+                    assert_eq!(class, want, "EC {ec:#04x}");
+                    assert_eq!(class.name(), name, "EC {ec:#04x}");
+                    assert_eq!(class.to_string(), name, "EC {ec:#04x}");
+                }
+                None => {
+                    assert_eq!(class, ExceptionClass::Other(ec), "EC {ec:#04x}");
+                    assert_eq!(
+                        class.to_string(),
+                        format!("Unrecognised exception class (EC {ec:#04x})")
+                    );
+                }
+            }
+            // Only the six EC bits count.
+            assert_eq!(ExceptionClass::from_bits(ec | 0xc0), class);
+        }
+        // The raw values the exit path dispatches on name the same classes.
+        assert_eq!(ExceptionClass::from_bits(ec::HVC64), ExceptionClass::Hvc64);
+        assert_eq!(ExceptionClass::from_bits(ec::SMC64), ExceptionClass::Smc64);
+        assert_eq!(
+            ExceptionClass::from_bits(ec::IABT_LOWER),
+            ExceptionClass::InstrAbortLower
+        );
+        assert_eq!(
+            ExceptionClass::from_bits(ec::DABT_LOWER),
+            ExceptionClass::DataAbortLower
+        );
+    }
+
+    #[test]
+    fn every_fault_status_code() {
+        use FaultKind as K;
+        for code in 0..64u8 {
+            let level = code & 0b11;
+            let (kind, lvl, name) = match code {
+                0x00..=0x03 => (K::AddressSize, Some(level), "address size fault"),
+                0x04..=0x07 => (K::Translation, Some(level), "translation fault"),
+                0x08..=0x0b => (K::AccessFlag, Some(level), "access flag fault"),
+                0x0c..=0x0f => (K::Permission, Some(level), "permission fault"),
+                0x10 => (K::SyncExternal, None, "synchronous external abort"),
+                0x11 => (K::TagCheck, None, "tag check fault"),
+                0x14..=0x17 => (
+                    K::SyncExternalOnWalk,
+                    Some(level),
+                    "synchronous external abort on table walk",
+                ),
+                0x18 => (K::Parity, None, "parity/ECC error"),
+                0x1c..=0x1f => (
+                    K::ParityOnWalk,
+                    Some(level),
+                    "parity/ECC error on table walk",
+                ),
+                0x21 => (K::Alignment, None, "alignment fault"),
+                0x30 => (K::TlbConflict, None, "TLB conflict abort"),
+                0x31 => (
+                    K::UnsupportedAtomicUpdate,
+                    None,
+                    "unsupported atomic hardware update",
+                ),
+                0x35 => (
+                    K::UnsupportedExclusive,
+                    None,
+                    "unsupported exclusive/atomic access",
+                ),
+                _ => (K::Other, None, "unrecognised fault status"),
+            };
+            let status = FaultStatus::from_bits(code | 0xc0);
+            assert_eq!(
+                status,
+                FaultStatus {
+                    code,
+                    kind,
+                    level: lvl
+                },
+                "code {code:#04x}"
+            );
+            let text = match lvl {
+                Some(l) => format!("{name}, level {l} ({code:#04x})"),
+                None => format!("{name} ({code:#04x})"),
+            };
+            assert_eq!(status.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn sysreg_access_of_every_field() {
+        // msr MDSCR_EL1, x17 = S2_0_C0_C2_2: op0 2, a write.
+        let iss = (2 << 20) | (2 << 17) | (2 << 1) | (17 << 5);
+        let esr = Esr::decode((0x18u64 << 26) | (1 << 25) | iss);
+        assert_eq!(
+            esr.iss,
+            Iss::SysReg(SysRegAccess {
+                op0: 2,
+                op1: 0,
+                crn: 0,
+                crm: 2,
+                op2: 2,
+                reg: 17,
+                read: false
+            })
+        );
+        assert_eq!(esr.iss.to_string(), "msr S2_0_C0_C2_2 <- x17");
+        // Each field alone at its widest, the others zero.
+        let fields: [(u32, u32, SysRegAccess); 7] = [
+            (20, 0b11, SysRegAccess { op0: 3, ..SYS0 }),
+            (17, 0b111, SysRegAccess { op2: 7, ..SYS0 }),
+            (14, 0b111, SysRegAccess { op1: 7, ..SYS0 }),
+            (10, 0xf, SysRegAccess { crn: 15, ..SYS0 }),
+            (5, 0x1f, SysRegAccess { reg: 31, ..SYS0 }),
+            (1, 0xf, SysRegAccess { crm: 15, ..SYS0 }),
+            (0, 1, SysRegAccess { read: true, ..SYS0 }),
+        ];
+        for (shift, max, want) in fields {
+            assert_eq!(SysRegAccess::from_iss(max << shift), want, "bit {shift}");
+        }
+        assert_eq!(SysRegAccess::from_iss(0), SYS0);
+    }
+
+    /// A system-register access with every field zero.
+    const SYS0: SysRegAccess = SysRegAccess {
+        op0: 0,
+        op1: 0,
+        crn: 0,
+        crm: 0,
+        op2: 0,
+        reg: 0,
+        read: false,
+    };
+
+    #[test]
+    fn svc_and_classes_left_raw() {
+        for ec in [0x11u64, 0x15] {
+            let esr = Esr::decode((ec << 26) | (1 << 25) | 0x42);
+            assert_eq!(esr.iss, Iss::Svc { imm: 0x42 }, "EC {ec:#x}");
+            assert_eq!(esr.iss.to_string(), "svc #0x42");
+        }
+        assert_eq!(
+            Esr::decode((0x12u64 << 26) | 0x1_0007).iss,
+            Iss::Hvc { imm: 7 },
+            "HVC from AArch32, the immediate's 16 bits only"
+        );
+        assert_eq!(Esr::decode((0x13u64 << 26) | 9).iss, Iss::Smc { imm: 9 });
+        assert_eq!(Esr::decode(0x3cu64 << 26).iss.to_string(), "brk #0x0");
+        assert_eq!(Esr::decode(0x16u64 << 26).iss.to_string(), "hvc #0x0");
+        assert_eq!(Esr::decode((0x17u64 << 26) | 3).iss.to_string(), "smc #0x3");
+        // WFI/WFE: not decoded, the 25 ISS bits kept.
+        let esr = Esr::decode((0x01u64 << 26) | (1 << 25) | 0x1ff_ffff);
+        assert_eq!(esr.iss, Iss::Raw(0x1ff_ffff));
+        assert_eq!(esr.iss.to_string(), "ISS 0x1ffffff");
+    }
+
+    #[test]
+    fn abort_syndrome_flags_and_their_rendering() {
+        // ISV, SAS doubleword, SSE, SRT 9, SF, AR, FnV, EA, CM, S1PTW, WnR.
+        let iss = (1 << 24)
+            | (3 << 22)
+            | (1 << 21)
+            | (9 << 16)
+            | (1 << 15)
+            | (1 << 14)
+            | (1 << 10)
+            | (1 << 9)
+            | (1 << 8)
+            | (1 << 7)
+            | (1 << 6)
+            | 0x0b;
+        let da = DataAbort::from_iss(iss);
+        assert_eq!(
+            da,
+            DataAbort {
+                access: Some(AccessSyndrome {
+                    size: AccessSize::Doubleword,
+                    sign_extend: true,
+                    reg: 9,
+                    sixty_four: true,
+                    acquire_release: true,
+                }),
+                far_not_valid: true,
+                external: true,
+                cache_maintenance: true,
+                s1ptw: true,
+                write: true,
+                status: FaultStatus::from_bits(0x0b),
+            }
+        );
+        assert_eq!(
+            Iss::DataAbort(da).to_string(),
+            "access flag fault, level 3 (0x0b), write, ISV: 8-byte access via x9 \
+             sign-extended, FAR not valid, on stage-1 walk"
+        );
+        let sizes = [
+            (0, AccessSize::Byte, 1),
+            (1, AccessSize::Halfword, 2),
+            (2, AccessSize::Word, 4),
+            (3, AccessSize::Doubleword, 8),
+        ];
+        for (sas, size, bytes) in sizes {
+            let da = DataAbort::from_iss((1 << 24) | (sas << 22));
+            assert_eq!(da.access.map(|a| a.size), Some(size));
+            assert_eq!(size.bytes(), bytes);
+        }
+        // Each flag alone.
+        let none = DataAbort::from_iss(0);
+        assert_eq!(
+            DataAbort::from_iss(1 << 10),
+            DataAbort {
+                far_not_valid: true,
+                ..none
+            }
+        );
+        assert_eq!(
+            DataAbort::from_iss(1 << 9),
+            DataAbort {
+                external: true,
+                ..none
+            }
+        );
+        assert_eq!(
+            DataAbort::from_iss(1 << 8),
+            DataAbort {
+                cache_maintenance: true,
+                ..none
+            }
+        );
+        assert_eq!(
+            DataAbort::from_iss(1 << 7),
+            DataAbort {
+                s1ptw: true,
+                ..none
+            }
+        );
+        assert_eq!(
+            DataAbort::from_iss(1 << 6),
+            DataAbort {
+                write: true,
+                ..none
+            }
+        );
+        let ia = InstructionAbort::from_iss((1 << 10) | (1 << 9) | (1 << 7) | 0x24);
+        assert_eq!(
+            ia,
+            InstructionAbort {
+                far_not_valid: true,
+                external: true,
+                s1ptw: true,
+                status: FaultStatus::from_bits(0x24),
+            }
+        );
+        assert_eq!(
+            Iss::InstructionAbort(ia).to_string(),
+            "unrecognised fault status (0x24), FAR not valid, on stage-1 walk"
+        );
+        let ia = InstructionAbort::from_iss(1 << 9);
+        assert!(ia.external && !ia.far_not_valid && !ia.s1ptw);
+        assert_eq!(
+            Iss::InstructionAbort(ia).to_string(),
+            "address size fault, level 0 (0x00)"
+        );
+    }
+
     proptest! {
         #[test]
         fn decode_is_total_and_keeps_fields(raw in any::<u64>()) {

@@ -367,6 +367,94 @@ mod tests {
         assert_eq!(set.take(0x100_0000, 0x1000), None);
     }
 
+    #[test]
+    fn take_from_an_aligned_start_uses_the_first_block() {
+        // Boot carves the heap, guest RAM and the ROM out of memory that
+        // usually starts aligned: the first block is the one to take.
+        let mut set = RangeSet::<4>::new();
+        set.insert(r(0x4000_0000, 0x4800_0000)).unwrap();
+        assert_eq!(
+            set.take(0x20_0000, 0x20_0000),
+            Some(r(0x4000_0000, 0x4020_0000))
+        );
+        assert_eq!(set.as_slice(), [r(0x4020_0000, 0x4800_0000)]);
+        // Alignment 1 (any address) takes from the very start too.
+        assert_eq!(set.take(0x1000, 1), Some(r(0x4020_0000, 0x4020_1000)));
+        // The whole of what is left, exactly.
+        assert_eq!(
+            set.take(0x4800_0000 - 0x4020_1000, 0x1000),
+            Some(r(0x4020_1000, 0x4800_0000))
+        );
+        assert!(set.is_empty());
+        assert_eq!(set.take(0x1000, 0x1000), None);
+    }
+
+    #[test]
+    fn take_refuses_rather_than_lose_memory_when_full() {
+        // Carving from the middle splits the range, and a full set has no
+        // room for the second piece: refused, the set unchanged.
+        let mut set = RangeSet::<1>::new();
+        set.insert(r(0x1000, 0x10_0000)).unwrap();
+        assert_eq!(set.take(0x1000, 0x8000), None);
+        assert_eq!(set.as_slice(), [r(0x1000, 0x10_0000)]);
+        // From an end, nothing splits.
+        assert_eq!(set.take(0x1000, 0x1000), Some(r(0x1000, 0x2000)));
+        assert_eq!(set.as_slice(), [r(0x2000, 0x10_0000)]);
+    }
+
+    #[test]
+    fn emptiness_of_sets_and_ranges() {
+        // The device-tree code rejects a tree with no memory this way.
+        let mut set = RangeSet::<2>::new();
+        assert!(set.is_empty());
+        assert!(RangeSet::<2>::default().is_empty());
+        set.insert(r(5, 5)).unwrap();
+        assert!(set.is_empty(), "an empty range adds nothing");
+        set.insert(r(5, 6)).unwrap();
+        assert!(!set.is_empty());
+        set.remove(r(0, 10)).unwrap();
+        assert!(set.is_empty(), "everything removed");
+        assert!(r(7, 7).is_empty());
+        assert!(!r(7, 8).is_empty());
+        assert_eq!(r(7, 8).size(), 1);
+        assert!(PhysRange::default().is_empty());
+    }
+
+    #[test]
+    fn ranges_and_errors_print_for_the_boot_log() {
+        assert_eq!(
+            r(0x4000_0000, 0x4800_0000).to_string(),
+            "[0x0040000000..0x0048000000)"
+        );
+        assert_eq!(
+            RangeError::Overflow { base: 1, size: 2 }.to_string(),
+            "range 0x1 + 0x2 overflows the address space"
+        );
+        assert_eq!(
+            RangeError::Inverted { start: 2, end: 1 }.to_string(),
+            "range end 0x1 before start 0x2"
+        );
+        assert_eq!(
+            RangeError::Full { capacity: 8 }.to_string(),
+            "more than 8 disjoint memory ranges"
+        );
+    }
+
+    #[test]
+    fn contains_is_half_open() {
+        let range = r(0x1000, 0x3000);
+        let at = PhysAddr::new;
+        assert!(!range.contains(at(0xfff)));
+        assert!(range.contains(at(0x1000)));
+        assert!(range.contains(at(0x2fff)));
+        assert!(!range.contains(at(0x3000)));
+        assert!(!r(0x1000, 0x1000).contains(at(0x1000)), "empty");
+        assert!(r(0, u64::MAX).contains(at(u64::MAX - 1)));
+        assert!(!r(0, u64::MAX).contains(at(u64::MAX)));
+        assert_eq!(range.start(), at(0x1000));
+        assert_eq!(range.end(), at(0x3000));
+    }
+
     /// A model: the set of 64 unit addresses, one bit each.
     fn bits<const N: usize>(set: &RangeSet<N>) -> u64 {
         set.as_slice()
@@ -400,6 +488,36 @@ mod tests {
                 }
                 prop_assert!(set.as_slice().iter().all(|r| !r.is_empty()));
                 prop_assert_eq!(set.total_size(), u64::from(model.count_ones()));
+                prop_assert_eq!(set.is_empty(), model == 0);
+            }
+        }
+
+        /// `take` against the bit model: the lowest `align`-aligned start
+        /// whose `size` units are all in the set, and only those go.
+        #[test]
+        fn take_matches_bit_model(
+            ranges in proptest::collection::vec((0u64..64, 0u64..64), 0..6),
+            takes in proptest::collection::vec((1u64..12, 0u32..5), 1..6),
+        ) {
+            // Six ranges and six takes: at most 12 pieces.
+            let mut set = RangeSet::<12>::new();
+            let mut model = 0u64;
+            for (a, b) in ranges {
+                let (start, end) = (a.min(b), a.max(b));
+                set.insert(r(start, end)).unwrap();
+                model |= mask(start, end);
+            }
+            for (size, align_log) in takes {
+                let align = 1u64 << align_log;
+                let want = (0..=64 - size)
+                    .step_by(align as usize)
+                    .find(|&s| mask(s, s + size) & !model == 0);
+                let got = set.take(size, align);
+                prop_assert_eq!(got, want.map(|s| r(s, s + size)), "take({}, {})", size, align);
+                if let Some(s) = want {
+                    model &= !mask(s, s + size);
+                }
+                prop_assert_eq!(bits(&set), model);
             }
         }
     }

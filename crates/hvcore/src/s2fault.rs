@@ -295,4 +295,165 @@ mod tests {
             Plan::Refuse("unexpected fault kind")
         );
     }
+
+    /// `serve` on its own: a tree in heap memory and a log for the slot.
+    mod serve {
+        use super::*;
+        use crate::dirty::DirtyLog;
+        use pgtable::host::{HostMm, MmEvent};
+        use pgtable::{Level, Outcome};
+
+        fn tree() -> (Stage2<HostMm>, MemCache, HostMm) {
+            let mm = HostMm::new();
+            let s2 = Stage2::new(mm.clone(), 40).unwrap();
+            let mut cache = MemCache::new();
+            cache.topup(&mm, 8).unwrap();
+            (s2, cache, mm)
+        }
+
+        fn leaf(s2: &Stage2<HostMm>, ipa: u64) -> pgtable::Leaf {
+            s2.shared().get_leaf(ipa).unwrap()
+        }
+
+        const IPA: u64 = 0x4030_1234;
+
+        #[test]
+        fn a_map_reports_its_leaves_by_level_and_marks_only_when_asked() {
+            let (s2, mut cache, _mm) = tree();
+            let log = DirtyLog::new(&ram());
+            // A 2 MiB block, not logged: one level-2 leaf, no mark.
+            let block = FaultPlan {
+                plan: map(0x4020_0000, M2, 0x8020_0000, Prot::RW),
+                mark_dirty: false,
+            };
+            let served = serve(&s2, block, IPA, Some(&log), &mut cache).unwrap();
+            assert_eq!(
+                served,
+                Served {
+                    mapped: [0, 0, 1, 0],
+                    marked: false
+                }
+            );
+            assert_eq!(leaf(&s2, IPA).translate(IPA), Some(0x8030_1234));
+            assert_eq!(log.dirty_pages(), 0);
+            // A logged write's page: one level-3 leaf, the abort's page marked.
+            let page = FaultPlan {
+                plan: map(0x4060_1000, PAGE_SIZE, 0x8060_1000, Prot::RW),
+                mark_dirty: true,
+            };
+            let ipa = 0x4060_1abc;
+            let served = serve(&s2, page, ipa, Some(&log), &mut cache).unwrap();
+            assert_eq!(
+                served,
+                Served {
+                    mapped: [0, 0, 0, 1],
+                    marked: true
+                }
+            );
+            assert_eq!(leaf(&s2, ipa).level, Level::LAST);
+            assert!(log.is_dirty(ipa));
+            assert_eq!(log.dirty_pages(), 1);
+            // Asked to mark, but no log: nothing to mark.
+            let other = FaultPlan {
+                plan: map(0x4070_0000, PAGE_SIZE, 0x8070_0000, Prot::RW),
+                mark_dirty: true,
+            };
+            let served = serve(&s2, other, 0x4070_0000, None, &mut cache).unwrap();
+            assert!(!served.marked);
+            assert_eq!(log.dirty_pages(), 1);
+        }
+
+        #[test]
+        fn relax_and_mkyoung_change_the_leaf_of_the_abort() {
+            let (s2, mut cache, mm) = tree();
+            let log = DirtyLog::new(&ram());
+            s2.shared()
+                .map(0x4000_0000, 4 * M2, 0x8000_0000, Prot::R, &mut cache)
+                .unwrap();
+            // A write to a logged read-only page: relax, then mark.
+            let relax = FaultPlan {
+                plan: Plan::Relax { prot: Prot::W },
+                mark_dirty: true,
+            };
+            mm.take_events();
+            let served = serve(&s2, relax, IPA, Some(&log), &mut cache).unwrap();
+            assert_eq!(
+                served,
+                Served {
+                    mapped: [0; 4],
+                    marked: true
+                }
+            );
+            assert_eq!(leaf(&s2, IPA).prot(), Some(Prot::RW));
+            assert_eq!(
+                mm.take_events(),
+                [MmEvent::TlbiAddr {
+                    addr: 0x4020_0000,
+                    level: Level::new(2).unwrap()
+                }],
+                "the relaxed leaf is invalidated"
+            );
+            assert!(log.is_dirty(IPA));
+            // The other block is untouched.
+            assert_eq!(leaf(&s2, 0x4000_0000).prot(), Some(Prot::R));
+            // Access flag: cleared by an ager, set again by the fault.
+            assert!(s2
+                .shared()
+                .test_clear_young(0x4000_0000, 4 * M2, true)
+                .unwrap());
+            let young = FaultPlan {
+                plan: Plan::MkYoung,
+                mark_dirty: false,
+            };
+            let served = serve(&s2, young, IPA, Some(&log), &mut cache).unwrap();
+            assert_eq!(served, Served::default());
+            assert!(leaf(&s2, IPA).pte.young());
+            assert!(!leaf(&s2, 0x4000_0000).pte.young(), "only the abort's leaf");
+        }
+
+        #[test]
+        fn a_lost_fault_marks_nothing_and_a_refusal_does_nothing() {
+            let (s2, mut cache, mm) = tree();
+            let log = DirtyLog::new(&ram());
+            let page = FaultPlan {
+                plan: map(0x4030_1000, PAGE_SIZE, 0x8030_1000, Prot::RW),
+                mark_dirty: true,
+            };
+            serve(&s2, page, IPA, Some(&log), &mut cache).unwrap();
+            log.get_and_clear(&s2, &mut crate::dirty::DirtyPages::new())
+                .unwrap();
+            // Another vCPU mapped it first: back to the guest, no mark (the
+            // write faults again on the protected page and marks then).
+            assert_eq!(
+                serve(&s2, page, IPA, Some(&log), &mut cache),
+                Err(Error::Refault {
+                    addr: 0x4030_1000,
+                    outcome: Outcome::Unchanged
+                })
+            );
+            assert_eq!(log.dirty_pages(), 0);
+            // A refusal is the caller's to handle: nothing served, even
+            // with a mark asked for.
+            mm.take_events();
+            let refuse = FaultPlan {
+                plan: Plan::Refuse("test"),
+                mark_dirty: true,
+            };
+            let served = serve(&s2, refuse, 0x4050_0000, Some(&log), &mut cache);
+            assert_eq!(served, Ok(Served::default()));
+            assert_eq!(leaf(&s2, 0x4050_0000).translate(0x4050_0000), None);
+            assert_eq!(log.dirty_pages(), 0);
+            assert!(mm.take_events().is_empty());
+            // No table page left for a new table: reported, nothing marked.
+            let mut empty = MemCache::new();
+            let far = FaultPlan {
+                plan: map(0x8000_0000, PAGE_SIZE, 0x9000_0000, Prot::RW),
+                mark_dirty: true,
+            };
+            assert_eq!(
+                serve(&s2, far, 0x8000_0000, Some(&log), &mut empty),
+                Err(Error::NoMemory)
+            );
+        }
+    }
 }

@@ -320,6 +320,7 @@ mod tests {
         map.insert(slot("below", 0x3fff_f000, K4, 0)).unwrap();
         map.insert(slot("above", 0x4800_0000, K4, 0)).unwrap();
         assert_eq!(map.len(), 4);
+        assert!(!map.is_empty());
         let names: Vec<_> = map.iter().map(|s| s.name).collect();
         assert_eq!(names, ["rom", "below", "ram", "above"]);
 
@@ -517,6 +518,7 @@ mod tests {
             }
             prop_assert!(map.iter().zip(map.iter().skip(1)).all(|(a, b)| a.ipa + a.size <= b.ipa));
             prop_assert_eq!(map.len(), accepted.len());
+            prop_assert_eq!(map.is_empty(), accepted.is_empty());
             for ipa in probes {
                 let expect = accepted.iter().find(|s| s.contains(ipa)).map(|s| s.name);
                 prop_assert_eq!(map.find(ipa).map(|s| s.name), expect);

@@ -798,6 +798,96 @@ mod tests {
         );
     }
 
+    /// Records every run it is offered, as `(level, length)`, and declines
+    /// it (so the walker visits each entry on its own); `R`: whether it
+    /// handles runs at all.
+    #[derive(Default)]
+    struct RunProbe<const R: bool> {
+        runs: Vec<(u8, usize)>,
+    }
+
+    impl<M: MmOps, const R: bool> Visitor<M> for RunProbe<R> {
+        const POLICY: &'static Policy = &policy::MAP;
+        const RUNS: bool = R;
+
+        fn visit(&mut self, _ctx: &VisitCtx<'_, M>, _kind: VisitKind) -> Result<(), Outcome> {
+            Ok(())
+        }
+
+        fn visit_run(&mut self, run: &RunCtx<'_, M>) -> RunEnd {
+            self.runs.push((run.level.get(), run.len()));
+            RunEnd::DECLINED
+        }
+    }
+
+    /// Walks `[0, 2 MiB + 32 KiB)` of a level-2 table whose entry 1 links a
+    /// level-3 table (entry 0 whole, then 8 entries of the level-3 table),
+    /// with `RunProbe<R>`; returns the runs offered.
+    fn runs_offered<const R: bool>(access: Access, flags: WalkFlags) -> Vec<(u8, usize)> {
+        let mm = HostMm::new();
+        let (l2, l3) = (mm.zalloc_pages(1).unwrap(), mm.zalloc_pages(1).unwrap());
+        let stats = Stats::default();
+        let deferred = Deferred::default();
+        let mut probe = RunProbe::<R>::default();
+        // SAFETY: fresh pages of `mm`, used only here and freed below.
+        let table = unsafe { Table::new(&mm, l2, crate::geometry::ENTRIES_PER_TABLE) };
+        table
+            .entry(1)
+            .store(Pte::table(l3).bits(), Ordering::Release);
+        let level = Level::new(2).unwrap();
+        let mut walk = Walk {
+            mm: &mm,
+            visitor: &mut probe,
+            flags,
+            access,
+            addr: 0,
+            end: level.entry_size() + 8 * Level::LAST.entry_size(),
+            max_retries: 0,
+            stats: &stats,
+            deferred: &deferred,
+        };
+        assert_eq!(walk.run(table, level), Ok(()));
+        // SAFETY: allocated above, no longer referenced.
+        unsafe {
+            mm.free_pages(l3, 1);
+            mm.free_pages(l2, 1);
+        }
+        probe.runs
+    }
+
+    /// The rule at the top of this file: runs only where the per-entry path
+    /// would not descend after a visit, i.e. at the last level, or at any
+    /// level in an exclusive walk; a shared (or fault) walk above the last
+    /// level goes entry by entry, so that it descends into a table a racing
+    /// walker installed. And never when the walk says `NO_RUNS`, visits no
+    /// leaves, or the visitor takes no runs.
+    #[test]
+    fn runs_are_offered_only_where_the_rule_allows() {
+        let leaf = WalkFlags::LEAF;
+        for access in Access::ALL {
+            let runs = runs_offered::<true>(access, leaf);
+            let what = format!("{access:?}: {runs:?}");
+            assert!(
+                runs.contains(&(3, 8)),
+                "{what}: the level-3 entries in one run"
+            );
+            let above = runs.iter().any(|&(level, _)| level < 3);
+            assert_eq!(
+                above,
+                !access.is_shared(),
+                "{what}: runs above the last level"
+            );
+            for flags in [
+                leaf.union(WalkFlags::NO_RUNS),
+                WalkFlags::TABLE_PRE.union(WalkFlags::TABLE_POST),
+            ] {
+                let runs = runs_offered::<true>(access, flags);
+                assert_eq!(runs, [], "{access:?}, {flags:?}");
+            }
+            assert_eq!(runs_offered::<false>(access, leaf), [], "{access:?}");
+        }
+    }
+
     #[test]
     fn retries_settle_within_the_bound() {
         let (result, visits, _) = run::<2>(Outcome::LostRace, Access::Shared, 5, 5);

@@ -46,6 +46,12 @@ fn iters() -> usize {
     }
 }
 
+/// Yields a thread's swaps held open by `hold_swap_window` may wait in a
+/// round for another thread to change their entry: enough for lost races on
+/// a loaded machine, where the threads seldom run at the same time, few
+/// enough to keep rounds short.
+const WINDOW_POLLS: u32 = 32;
+
 /// Results one thread got.
 #[derive(Default, Debug, Clone, Copy)]
 struct Tally {
@@ -216,6 +222,9 @@ fn fault_and_shared_walkers_on_the_same_pages() {
                         let mut cache = MemCache::new();
                         let mut tally = Tally::default();
                         let mut done = Vec::new();
+                        // One swap a round may wait for another thread to
+                        // change its entry (lost races on a loaded machine).
+                        hold_swap_window(WINDOW_POLLS, 1);
                         barrier.wait();
                         for _ in 0..iters() {
                             let r = rng.below(100);
@@ -378,10 +387,9 @@ fn collapse_under_walkers(quarantine: bool) {
                         let mut rng = Rng::new((rounds * 1000 + t) as u64 + 7);
                         let mut cache = MemCache::new();
                         let mut tally = Tally::default();
-                        // The collapsing and splitting threads yield in
-                        // their compare-and-swap windows: the races this
-                        // test waits for happen on a loaded machine too.
-                        hold_cas_windows(t % 3 != 2);
+                        // One swap a round may wait for another thread to
+                        // change its entry (lost races on a loaded machine).
+                        hold_swap_window(WINDOW_POLLS, 1);
                         barrier.wait();
                         for _ in 0..iters() {
                             let block = base + rng.below(4) * M2;
@@ -569,11 +577,11 @@ fn wrprotect_is_never_lost_to_access_flag_updates() {
                                 }
                             }
                             let _stop = Stop(stop);
-                            // Each swap waits while the others run: the
-                            // races happen even on a loaded machine.
-                            hold_cas_windows(true);
+                            // Let the others change the entry between the
+                            // write-protect's read and its swap.
+                            hold_swap_window(WINDOW_POLLS, 2);
                             let res = s2.shared().wrprotect(base, pages * K4);
-                            hold_cas_windows(false);
+                            hold_swap_window(0, 0);
                             let ok = match res {
                                 Ok(f) => {
                                     tally.ok += 1;

@@ -32,6 +32,17 @@ fn cases(n: u32) -> u32 {
     }
 }
 
+/// How hard proptest shrinks a failing case: 2000 iterations, or
+/// `PROPTEST_MAX_SHRINK_ITERS` (`scripts/mutants.sh` sets 0: a mutation run
+/// only needs to know that a case fails, and shrinking one of these cases
+/// can take minutes).
+fn shrink_iters() -> u32 {
+    std::env::var("PROPTEST_MAX_SHRINK_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000)
+}
+
 fn addr() -> impl Strategy<Value = u64> {
     (
         0..4u64,
@@ -210,10 +221,13 @@ fn expected_level(s2: &Stage2<HostMm>, lo: u64, hi: u64, pa: u64, a: u64, pages:
 impl World {
     /// `runs`: whether map and unmap may visit runs of entries at once
     /// (the default) or visit every entry on its own; both must match.
-    fn new(ia_bits: u32, seed: u64, runs: bool) -> World {
+    /// `skip_cmo`: no cache maintenance (FEAT_S2FWB), the only case where
+    /// unmap clears runs of leaves and drops covered tables whole.
+    fn new(ia_bits: u32, seed: u64, runs: bool, skip_cmo: bool) -> World {
         let mm = HostMm::new();
         let mut s2 = Stage2::new(mm.clone(), ia_bits).unwrap();
         s2.set_runs(runs);
+        s2.set_skip_cmo(skip_cmo);
         World {
             s2,
             mm,
@@ -337,11 +351,23 @@ impl World {
                 let want = self.model.mapped_bytes(ipa, ipa + size);
                 let counted = self.s2.shared().mapped_bytes(ipa, size);
                 prop_assert_eq!(counted, Ok(want), "{:?}", op);
+                // Every leaf the range reaches goes (a block it covers in
+                // part is split first), so the TLB may hold none of them.
+                let removed = leaves_in(&self.s2, ipa, ipa + size);
                 let r = self.s2.exclusive().unmap(ipa, size, &mut self.cache);
                 prop_assert_eq!(r, Ok(()), "{:?}", op);
+                let ev = self.mm.take_events();
+                let stale = unreached_leaves(&removed, &ev);
+                prop_assert!(
+                    stale.is_empty(),
+                    "{:?}: leaves (start, level) removed without a TLB invalidation: {:x?}; events {:?}",
+                    op,
+                    stale,
+                    ev
+                );
                 prop_assert_eq!(self.s2.shared().mapped_bytes(ipa, size), Ok(0), "{:?}", op);
                 self.model.clear(ipa, ipa + size);
-                self.check_events(op)?;
+                self.events_ordered(op, &ev)?;
                 Ok((ipa, ipa + size))
             }
             Op::Wrprotect { ipa, size, mode } => {
@@ -501,8 +527,13 @@ impl World {
     /// freed before the operation invalidated the TLB.
     fn check_events(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let ev = self.mm.take_events();
+        self.events_ordered(op, &ev)
+    }
+
+    /// [`World::check_events`] on events already taken.
+    fn events_ordered(&self, op: &Op, ev: &[MmEvent]) -> Result<(), TestCaseError> {
         let mut tlbi_seen = false;
-        for e in &ev {
+        for e in ev {
             match e {
                 MmEvent::Alloc { .. } => {
                     return Err(TestCaseError::fail(format!(
@@ -625,7 +656,7 @@ impl World {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(96),
-        max_shrink_iters: 2000,
+        max_shrink_iters: shrink_iters(),
         failure_persistence: None,
         .. ProptestConfig::default()
     })]
@@ -638,8 +669,9 @@ proptest! {
         ops in prop::collection::vec(op(), 1..28),
         seed in any::<u64>(),
         runs in any::<bool>(),
+        skip_cmo in any::<bool>(),
     ) {
-        let mut w = World::new(ia_bits, seed, runs);
+        let mut w = World::new(ia_bits, seed, runs, skip_cmo);
         for op in &ops {
             let (lo, hi) = w.step(op)?;
             w.check_around(op, lo, hi)?;
@@ -703,7 +735,7 @@ fn hyp_check(
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(96),
-        max_shrink_iters: 2000,
+        max_shrink_iters: shrink_iters(),
         failure_persistence: None,
         .. ProptestConfig::default()
     })]
@@ -717,7 +749,7 @@ proptest! {
         ops in prop::collection::vec(hyp_op(), 1..20),
         seed in any::<u64>(),
     ) {
-        let mm = HostMm::quiet();
+        let mm = HostMm::new();
         let mut hyp = Hyp::new(mm.clone(), va_bits).unwrap();
         let mut model = Model::default();
         let mut rng = common::Rng::new(seed);
@@ -730,6 +762,7 @@ proptest! {
                         p.pa != BASES[base] + a || p.prot != want
                     });
                     let r = hyp.map(va, size, pa, prot);
+                    mm.take_events();
                     if conflict {
                         prop_assert!(matches!(r, Err(Error::Conflict { .. })), "{:?}: {:?}", op, r);
                     } else {
@@ -741,7 +774,20 @@ proptest! {
                 HypOp::Unmap { va, size } => {
                     let want = model.mapped_bytes(va, va + size);
                     prop_assert_eq!(hyp.mapped_bytes(va, size), Ok(want), "{:?}", op);
+                    mm.take_events();
                     prop_assert_eq!(hyp.unmap(va, size), Ok(()), "{:?}", op);
+                    // Whatever was mapped in the range is invalidated.
+                    let mapped: Vec<(u64, u64)> =
+                        model.segments(va, va + size).into_iter().map(|(a, b, _)| (a, b)).collect();
+                    let ev = mm.take_events();
+                    let stale = uncovered_ranges(&mapped, &ev);
+                    prop_assert!(
+                        stale.is_empty(),
+                        "{:?}: unmapped without a TLB invalidation: {:x?}; events {:?}",
+                        op,
+                        stale,
+                        ev
+                    );
                     prop_assert_eq!(hyp.mapped_bytes(va, size), Ok(0), "{:?}", op);
                     model.clear(va, va + size);
                     (va, va + size)

@@ -1,6 +1,8 @@
 //! Unit and property tests of the dirty log on a real stage-2 tree in heap memory.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
 use std::vec::Vec;
 
 use pgtable::host::{HostMm, MmEvent};
@@ -45,6 +47,12 @@ fn abort(kind: AbortKind, level: u8, write: bool, ipa: u64) -> GuestAbort {
     GuestAbort::at(kind, level, write, false, ipa)
 }
 
+/// Faults one write may take before the test gives up on it: a missing
+/// mapping, a clear access flag and a missing write permission, each
+/// served once, with room to spare. A fault path that never makes the
+/// page writable fails the test here instead of hanging it.
+const MAX_FAULTS: u32 = 8;
+
 /// A guest write to `ipa`, as the fault path serves it: (re)fault until the
 /// page is writable. Returns how many faults it took.
 fn write(s2: &Stage2<HostMm>, log: &DirtyLog, s: &MemSlot, ipa: u64, cache: &mut MemCache) -> u32 {
@@ -62,6 +70,11 @@ fn write(s2: &Stage2<HostMm>, log: &DirtyLog, s: &MemSlot, ipa: u64, cache: &mut
             Some(_) => return faults,
         };
         faults += 1;
+        assert!(
+            faults <= MAX_FAULTS,
+            "a write to {ipa:#x} still faults ({fault}) after {MAX_FAULTS} faults served: \
+             the fault path does not make the page writable"
+        );
         let plan = s2fault::plan(&fault, s, 1 << 30, log.is_enabled());
         cache.topup(s2.mm(), 4).unwrap();
         match s2fault::serve(s2, plan, ipa, Some(log), cache) {
@@ -252,6 +265,144 @@ fn a_failed_get_and_clear_gives_every_page_back() {
     assert_eq!(log.dirty_pages(), 3, "nothing lost");
     for ipa in marked {
         assert!(log.is_dirty(ipa));
+    }
+}
+
+#[test]
+fn the_log_knows_its_slot() {
+    let log = DirtyLog::new(&slot(130 * PAGE_SIZE));
+    assert_eq!((log.base(), log.size()), (BASE, 130 * PAGE_SIZE));
+    // Room for every word of the bitmap (three here), so that a
+    // get-and-clear into it allocates nothing; no page in it yet.
+    let pages = DirtyPages::for_log(&log);
+    assert!(pages.words.capacity() >= 3, "{}", pages.words.capacity());
+    assert_eq!(pages.base, BASE);
+    assert_eq!(pages.count(), 0);
+    assert_eq!(pages.ipas().count(), 0);
+}
+
+/// [`HostMm`] whose next `lose` shared compare-and-swaps lose: right before
+/// each, the entry's access flag is toggled, as a vCPU's access-flag fault
+/// or a page ager racing with the walk would.
+#[derive(Clone)]
+struct LosingMm {
+    host: HostMm,
+    lose: Arc<AtomicU32>,
+}
+
+/// The access flag of a stage-2 descriptor (bit 10).
+const AF: u64 = 1 << 10;
+
+// SAFETY: every call is forwarded to `HostMm`, whose contract this keeps;
+// the hook only changes a descriptor's access flag, as hardware may.
+unsafe impl MmOps for LosingMm {
+    fn zalloc_pages(&self, count: usize) -> Option<u64> {
+        self.host.zalloc_pages(count)
+    }
+
+    unsafe fn free_pages(&self, pa: u64, count: usize) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.host.free_pages(pa, count) }
+    }
+
+    fn phys_to_virt(&self, pa: u64) -> *mut u64 {
+        self.host.phys_to_virt(pa)
+    }
+
+    fn dcache_clean_inval_poc(&self, pa: u64, size: u64) {
+        self.host.dcache_clean_inval_poc(pa, size);
+    }
+
+    fn icache_inval_pou(&self, pa: u64, size: u64) {
+        self.host.icache_inval_pou(pa, size);
+    }
+
+    fn tlb_flush_addr(&self, addr: u64, level: Level) {
+        self.host.tlb_flush_addr(addr, level);
+    }
+
+    fn tlb_flush_range(&self, addr: u64, size: u64) {
+        self.host.tlb_flush_range(addr, size);
+    }
+
+    fn tlb_flush_all(&self) {
+        self.host.tlb_flush_all();
+    }
+
+    fn before_compare_and_swap(&self, entry: &AtomicU64, old: u64) {
+        let left = self.lose.load(Ordering::SeqCst);
+        if left > 0 {
+            self.lose.store(left - 1, Ordering::SeqCst);
+            entry.store(old ^ AF, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A slot of 2 MiB in pages, logged, with `pages` written (dirty and
+/// writable), on a tree whose shared swaps can be made to lose.
+fn logged_with_writes(pages: &[u64]) -> (Stage2<LosingMm>, DirtyLog, Arc<AtomicU32>) {
+    let lose = Arc::new(AtomicU32::new(0));
+    let mm = LosingMm {
+        host: HostMm::new(),
+        lose: lose.clone(),
+    };
+    let mut s2 = Stage2::new(mm.clone(), 40).unwrap();
+    let s = slot(M2);
+    let mut cache = MemCache::new();
+    cache.topup(&mm, 4).unwrap();
+    s2.exclusive()
+        .map_pages(BASE, M2, HOST, Prot::R, &mut cache)
+        .unwrap();
+    let log = DirtyLog::new(&s);
+    log.enable(&mut s2, &mut cache).unwrap();
+    for &ipa in pages {
+        s2.shared().relax_perms(ipa, Prot::W).unwrap();
+        log.mark(ipa);
+    }
+    cache.drain(&mm);
+    (s2, log, lose)
+}
+
+#[test]
+fn get_and_clear_retries_lost_races_and_counts_them() {
+    let pages = [BASE + 3 * PAGE_SIZE, BASE + 40 * PAGE_SIZE];
+    let (s2, log, lose) = logged_with_writes(&pages);
+    // The first three write-protect swaps lose to an access-flag update.
+    lose.store(3, Ordering::SeqCst);
+    let mut out = DirtyPages::new();
+    let cleared = log.get_and_clear(&s2, &mut out).unwrap();
+    assert_eq!(
+        cleared,
+        Cleared {
+            pages: 2,
+            walks: 2,
+            retried: 3
+        }
+    );
+    assert_eq!(out.ipas().collect::<Vec<_>>(), pages);
+    for ipa in pages {
+        let leaf = s2.shared().get_leaf(ipa).unwrap();
+        assert_eq!(leaf.prot(), Some(Prot::R), "{ipa:#x} protected after all");
+    }
+    // Retries the tree saw before this call are not this call's.
+    let cleared = log.get_and_clear(&s2, &mut out).unwrap();
+    assert_eq!(cleared, Cleared::default());
+}
+
+#[test]
+fn get_and_clear_out_of_retries_gives_every_page_back() {
+    let pages = [BASE + 3 * PAGE_SIZE, BASE + 70 * PAGE_SIZE];
+    let (mut s2, log, lose) = logged_with_writes(&pages);
+    s2.set_max_retries(2);
+    // No write-protect swap ever wins: the first walk runs out of retries,
+    // before the second page was even looked at.
+    let mut out = DirtyPages::new();
+    lose.store(u32::MAX, Ordering::SeqCst);
+    let err = log.get_and_clear(&s2, &mut out).unwrap_err();
+    assert!(matches!(err, Error::RetriesExhausted { .. }), "{err}");
+    assert_eq!(out.count(), 0, "nothing returned");
+    for ipa in pages {
+        assert!(log.is_dirty(ipa), "{ipa:#x} marked again: copied later");
     }
 }
 

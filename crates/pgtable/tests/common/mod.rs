@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pgtable::host::HostMm;
+use pgtable::host::{HostMm, MmEvent};
 use pgtable::{Leaf, Level, MmOps, Prot, Pte, Stage2};
 
 pub const K4: u64 = 0x1000;
@@ -313,6 +313,85 @@ pub fn shape<M: MmOps>(s2: &Stage2<M>, window: (u64, u64), mut f: impl FnMut(u64
 }
 
 // ---------------------------------------------------------------------------
+// TLB invalidations: which removed translations they reach.
+// ---------------------------------------------------------------------------
+
+/// Whether the recorded invalidation `ev` removes the TLB entry of the leaf
+/// at `start` of `level` (one TLB entry spans the whole leaf):
+/// - an invalidation by address reaches the entry translating that
+///   address, and only with the right level hint (a wrong hint may leave
+///   the entry, as the architecture allows);
+/// - a range invalidation reaches the leaf if the range holds it whole
+///   (every operation invalidates whole entries);
+/// - invalidating everything reaches everything.
+pub fn tlbi_reaches(ev: &MmEvent, start: u64, level: Level) -> bool {
+    let size = level.entry_size();
+    match *ev {
+        MmEvent::TlbiAddr { addr, level: hint } => {
+            hint == level && start <= addr && addr - start < size
+        }
+        MmEvent::TlbiRange { addr, size: n } => {
+            addr <= start && start.checked_add(size).is_some_and(|end| end <= addr + n)
+        }
+        MmEvent::TlbiAll => true,
+        _ => false,
+    }
+}
+
+/// The valid leaves among `leaves` (`(start, leaf)`, as [`leaves_in`] gives
+/// them) that no invalidation in `events` reaches, as `(start, level)`.
+pub fn unreached_leaves(leaves: &[(u64, Leaf)], events: &[MmEvent]) -> Vec<(u64, u8)> {
+    leaves
+        .iter()
+        .filter(|(_, lf)| lf.pte.is_valid())
+        .filter(|(start, lf)| !events.iter().any(|e| tlbi_reaches(e, *start, lf.level)))
+        .map(|(start, lf)| (*start, lf.level.get()))
+        .collect()
+}
+
+/// The parts of the ranges `[start, end)` that no invalidation in `events`
+/// covers, when the leaves' levels are unknown (an EL2 tree only
+/// translates): an invalidation by address is taken to cover the whole
+/// entry of its level hint, a range its range. Looser than
+/// [`unreached_leaves`], but it still sees a leaf left out entirely.
+pub fn uncovered_ranges(ranges: &[(u64, u64)], events: &[MmEvent]) -> Vec<(u64, u64)> {
+    let mut covered: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|e| match *e {
+            MmEvent::TlbiAddr { addr, level } => {
+                let start = level.align_down(addr);
+                Some((start, start.saturating_add(level.entry_size())))
+            }
+            MmEvent::TlbiRange { addr, size } => Some((addr, addr.saturating_add(size))),
+            MmEvent::TlbiAll => Some((0, u64::MAX)),
+            _ => None,
+        })
+        .collect();
+    covered.sort_unstable();
+    let mut out = Vec::new();
+    for &(lo, hi) in ranges {
+        // Walk the sorted covered intervals from `lo`, noting the gaps.
+        let mut at = lo;
+        for &(a, b) in &covered {
+            if at >= hi {
+                break;
+            }
+            if b <= at {
+                continue;
+            }
+            if a > at {
+                out.push((at, a.min(hi)));
+            }
+            at = at.max(b);
+        }
+        if at < hi {
+            out.push((at, hi));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
 // TestMm: HostMm plus retry counting, quarantine and hooks.
 // ---------------------------------------------------------------------------
 
@@ -334,6 +413,25 @@ pub enum Ev {
 }
 
 type Hook = Box<dyn FnMut(Ev) + Send>;
+
+std::thread_local! {
+    /// How many more times the shared compare-and-swaps of this thread may
+    /// yield waiting for another thread to change their entry, and how many
+    /// more such races they may bring about (see [`hold_swap_window`]).
+    static SWAP_WINDOW: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Makes the shared compare-and-swaps of the calling thread (on a
+/// [`TestMm`] tree) wait, between the walker's read of the entry and its
+/// swap, until another thread changes the entry, yielding the thread: `polls`
+/// yields in all, and no more waiting once `races` swaps were made to lose
+/// that way (a swap that always waited would lose every retry too). A race
+/// test that needs lost swaps then gets them on a loaded machine, where its
+/// threads seldom run at the same time, as the hypervisor's
+/// `migrate.window=` knob does under QEMU. `(0, 0)`: no wait.
+pub fn hold_swap_window(polls: u32, races: u32) {
+    SWAP_WINDOW.set((polls, races));
+}
 
 struct TestInner {
     host: HostMm,
@@ -508,28 +606,18 @@ unsafe impl MmOps for TestMm {
         self.0.host.relax();
     }
 
-    fn before_compare_and_swap(&self, _entry: &AtomicU64, _old: u64) {
-        let n = HOLD_CAS_WINDOWS.get();
-        if n != 0 {
-            HOLD_CAS_WINDOWS.set(n + 1);
-            if n.is_multiple_of(8) {
-                std::thread::yield_now();
+    fn before_compare_and_swap(&self, entry: &AtomicU64, old: u64) {
+        let (mut polls, races) = SWAP_WINDOW.get();
+        while races > 0 && polls > 0 {
+            if entry.load(Ordering::Relaxed) != old {
+                SWAP_WINDOW.set((polls, races - 1));
+                return;
             }
+            std::thread::yield_now();
+            polls -= 1;
+            SWAP_WINDOW.set((polls, races));
         }
     }
-}
-
-std::thread_local! {
-    /// Set by [`hold_cas_windows`] on the calling thread: 1 + the
-    /// compare-and-swaps made since (0: off).
-    static HOLD_CAS_WINDOWS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// Makes every eighth compare-and-swap of the calling thread's walks on a
-/// [`TestMm`] yield between reading the entry and swapping it, so that the
-/// races a test waits for happen however loaded the machine is.
-pub fn hold_cas_windows(on: bool) {
-    HOLD_CAS_WINDOWS.set(u64::from(on));
 }
 
 /// A pointer to a tree that a hook may use while a *shared* walk of the same
