@@ -10,7 +10,7 @@
 #                                       or not
 #   scripts/mutants.sh ... -- ARGS      ARGS go to cargo mutants (e.g. --shard 1/4)
 #
-# Env: MUTANTS_JOBS (parallel mutants, default 1), MUTANTS_TIMEOUT (least
+# Env: MUTANTS_CRATES (default "pgtable hvcore"), MUTANTS_JOBS (parallel mutants, default 1), MUTANTS_TIMEOUT (least
 # seconds a mutant's tests may take before they count as hung, default 120),
 # MUTANTS_NICE (default 19), MUTANTS_OUT (default target/mutants).
 # cargo-mutants is installed from crates.io if missing. The whole run takes
@@ -88,7 +88,7 @@ count() {
 }
 
 summary=()
-for crate in pgtable hvcore; do
+for crate in ${MUTANTS_CRATES:-pgtable hvcore}; do
     mapfile -t files < <(files_of "$crate")
     if [[ ${#files[@]} -eq 0 ]]; then
         summary+=("$crate: no file to mutate")
