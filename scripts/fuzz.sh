@@ -19,7 +19,7 @@
 #
 # test.sh sources this file and calls fuzz_targets after the host tests.
 
-FUZZ_TARGETS=(esr sysreg mmio vgic pl011 hypercall bootargs platform boot_image)
+FUZZ_TARGETS=(esr sysreg mmio vgic pl011 hypercall bootargs platform boot_image vmspec s1walk)
 
 # cargo fuzz, with the nightly toolchain, for fuzz/.
 fuzz_cargo() {

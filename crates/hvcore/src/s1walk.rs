@@ -87,7 +87,12 @@ pub fn table_level(
     }
     let start = 4 - levels;
     let page = table_page >> 12;
-    let mut table = ttbr & BADDR_MASK;
+    // The first table is aligned to its size, at least 64 bytes; the
+    // `TTBRn_EL1.BADDR` bits below are RES0, read as 0 here (one of the
+    // behaviours the Arm ARM allows when a guest sets them).
+    let first_bits = ia_bits - (g + stride * (3 - start));
+    let align = (8u64 << first_bits).max(64);
+    let mut table = ttbr & BADDR_MASK & !(align - 1);
     for level in start..=3 {
         let shift = g + stride * (3 - level);
         let bits = if level == start {
@@ -100,10 +105,14 @@ pub fn table_level(
         if at >> 12 == page {
             return Some(level as u8);
         }
+        // The last level's descriptor leads nowhere: no need to read it.
+        if level == 3 {
+            return None;
+        }
         let desc = read(at)?;
-        // A table descriptor (valid, bit 1 set) below level 3 leads on;
-        // anything else ends the walk short of the page.
-        if level == 3 || desc & 0b11 != 0b11 {
+        // A table descriptor (valid, bit 1 set) leads on; anything else
+        // ends the walk short of the page.
+        if desc & 0b11 != 0b11 {
             return None;
         }
         table = desc & OA_MASK & !((1u64 << g) - 1);
@@ -127,6 +136,29 @@ mod tests {
 
     /// 4 KiB granule, 39-bit VA (start level 1), as the test guests' map.
     const TCR_4K_39: u64 = 25 | (0b10 << 30) | (1 << 23);
+
+    #[test]
+    fn ttbr_bits_below_the_first_tables_alignment_read_as_zero() {
+        // Found by the s1walk fuzz target: a TTBR0 with low BADDR bits set
+        // made the walk read unaligned "descriptors".
+        let va = 0x12_3456_7000u64;
+        let l1 = 0x4000_0000u64;
+        let i1 = (va >> 30) & 0x1ff;
+        let regs = Stage1 {
+            tcr: TCR_4K_39,
+            ttbr0: l1 | 0xff2, // CnP clear, RES0 bits 11:1 set
+            ttbr1: 0,
+        };
+        let mut reads = std::vec::Vec::new();
+        let level = table_level(&regs, va, 0x5000_0000, |at| {
+            reads.push(at);
+            None
+        });
+        assert_eq!(level, None);
+        assert_eq!(reads, [l1 + i1 * 8]);
+        // And the level is found in the table's page all the same.
+        assert_eq!(table_level(&regs, va, l1, |_| None), Some(1));
+    }
 
     #[test]
     fn finds_each_level_of_a_4k_walk() {
