@@ -95,6 +95,7 @@ for crate in ${MUTANTS_CRATES:-pgtable hvcore}; do
         continue
     fi
     echo "== $crate: ${files[*]}"
+    mkdir -p "$out/$crate"
     args=(-p "$crate" --jobs "$jobs" --minimum-test-timeout "$timeout"
         "--cargo-arg=--target=$HOST" -o "$out/$crate")
     for f in "${files[@]}"; do args+=(-f "$f"); done

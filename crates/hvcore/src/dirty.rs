@@ -124,7 +124,11 @@ impl DirtyPages {
     /// Byte offsets (from the slot's start) of the pages, in address order.
     pub fn offsets(&self) -> impl Iterator<Item = u64> + '_ {
         self.words.iter().enumerate().flat_map(|(i, &word)| {
-            BitIter(word).map(move |bit| (i as u64 * WORD_PAGES + bit) * PAGE_SIZE)
+            // At most a word's bits: the walk of the log ends whatever
+            // the iterator does.
+            BitIter(word)
+                .take(WORD_PAGES as usize)
+                .map(move |bit| (i as u64 * WORD_PAGES + bit) * PAGE_SIZE)
         })
     }
 
@@ -343,7 +347,9 @@ impl DirtyLog {
             // pages taken are protected (a page in a gap may have just been
             // relaxed by a fault that has yet to mark it; protecting it
             // would cost that vCPU a fault for nothing).
-            for (first, count) in Runs(bits) {
+            // At most a run per bit: the loop is bounded whatever the
+            // iterator does (a get-and-clear runs at EL2).
+            for (first, count) in Runs(bits).take(WORD_PAGES as usize) {
                 let ipa = self.base + (i as u64 * WORD_PAGES + first) * PAGE_SIZE;
                 let size = count * PAGE_SIZE;
                 let ops = s2.shared();

@@ -199,18 +199,12 @@ pub const fn decode(regs: &[u64; 4]) -> Call {
 /// power-state format, no OS-initiated mode); [`ret::NOT_SUPPORTED`]
 /// otherwise.
 #[must_use]
-pub const fn features(fid: u32) -> i64 {
-    if fid == SMCCC_VERSION {
-        return ret::SUCCESS;
+pub fn features(fid: u32) -> i64 {
+    if fid == SMCCC_VERSION || fid::ALL.contains(&fid) {
+        ret::SUCCESS
+    } else {
+        ret::NOT_SUPPORTED
     }
-    let mut i = 0;
-    while i < fid::ALL.len() {
-        if fid::ALL[i] == fid {
-            return ret::SUCCESS;
-        }
-        i += 1;
-    }
-    ret::NOT_SUPPORTED
 }
 
 impl fmt::Display for PsciCall {

@@ -5,8 +5,8 @@ use core::fmt;
 
 use crate::addr::FRAME_SIZE;
 
-/// Stage-2 block sizes with a 4 KiB granule, largest first.
-const BLOCK_SIZES: [u64; 3] = [1 << 30, 2 << 20, FRAME_SIZE];
+/// Stage-2 blocks larger than a page with a 4 KiB granule, largest first.
+const BLOCKS: [u64; 2] = [1 << 30, 2 << 20];
 
 /// A range of guest physical memory backed by contiguous host memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,17 +54,18 @@ impl MemSlot {
     #[must_use]
     pub fn block_for(&self, ipa: u64, max_block: u64) -> (u64, u64) {
         debug_assert!(self.contains(ipa), "{ipa:#x} outside slot {self}");
-        for size in BLOCK_SIZES {
-            if size > max_block && size != FRAME_SIZE {
-                continue;
-            }
+        for size in BLOCKS {
             let start = ipa & !(size - 1);
-            if self.block_fits(start, size) {
+            if size <= max_block && self.block_fits(start, size) {
                 return (start, size);
             }
         }
-        debug_assert!(false, "no 4 KiB page of slot {self} holds {ipa:#x}");
-        (ipa & !(FRAME_SIZE - 1), FRAME_SIZE)
+        let page = ipa & !(FRAME_SIZE - 1);
+        debug_assert!(
+            self.block_fits(page, FRAME_SIZE),
+            "no 4 KiB page of slot {self} holds {ipa:#x}"
+        );
+        (page, FRAME_SIZE)
     }
 
     /// Whether the `size`-aligned block at `start` lies inside the slot
@@ -490,11 +491,11 @@ mod tests {
             let ipa = s.ipa + offset % s.size;
             let max_block = 1u64 << max_shift;
             let (start, size) = s.block_for(ipa, max_block);
-            prop_assert!(BLOCK_SIZES.contains(&size));
+            prop_assert!(size == FRAME_SIZE || BLOCKS.contains(&size));
             prop_assert!(size <= max_block);
             prop_assert!(start <= ipa && ipa < start + size, "block misses ipa");
             prop_assert!(fits(&s, start, size), "block {start:#x}+{size:#x} not valid in {s}");
-            for bigger in BLOCK_SIZES.into_iter().filter(|&b| b > size && b <= max_block) {
+            for bigger in BLOCKS.into_iter().filter(|&b| b > size && b <= max_block) {
                 prop_assert!(!fits(&s, ipa & !(bigger - 1), bigger), "{bigger:#x} would fit too");
             }
             // The host address of the block start maps back.
