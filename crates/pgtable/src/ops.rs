@@ -392,14 +392,15 @@ impl<M: MmOps, F: Format> Visitor<M> for Unmap<'_, F> {
         }
         let (level, size) = (run.level, run.level.entry_size());
         let tables_too = run.flags.contains(WalkFlags::TABLE_PRE);
-        let mut done = 0;
-        while done < run.len() {
+        // `for` loops over the run and its chunks: bounded by the run's
+        // length whatever happens inside.
+        for done in (0..run.len()).step_by(UNMAP_CHUNK) {
             let chunk = (run.len() - done).min(UNMAP_CHUNK);
             let mut tables = [0u64; UNMAP_CHUNK];
             let mut unlinked = 0;
             let mut stop = None;
             let mut n = 0;
-            while n < chunk {
+            for _ in 0..chunk {
                 let old = run.read(done + n);
                 if !old.is_valid() {
                     // Empty: `unmapped`. Locked: never in an exclusive walk;
@@ -431,13 +432,15 @@ impl<M: MmOps, F: Format> Visitor<M> for Unmap<'_, F> {
                 run.at(done, Pte::INVALID)
                     .retire_subtrees(&tables[..unlinked], below);
             }
-            done += n;
             if let Some(outcome) = stop {
-                return RunEnd { done, outcome };
+                return RunEnd {
+                    done: done + n,
+                    outcome,
+                };
             }
         }
         RunEnd {
-            done,
+            done: run.len(),
             outcome: None,
         }
     }

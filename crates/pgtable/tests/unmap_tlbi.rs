@@ -13,7 +13,7 @@
 mod common;
 
 use common::*;
-use pgtable::host::HostMm;
+use pgtable::host::{HostMm, MmEvent};
 use pgtable::{MemCache, Prot, Stage2};
 
 const PA: u64 = 0x80_0000_0000;
@@ -136,4 +136,65 @@ fn every_removed_leaf_is_invalidated() {
             }
         }
     }
+}
+
+/// The TLB invalidations an unmap of `[ipa, ipa + size)` makes on a fresh
+/// tree without cache maintenance, with runs (after `before` unmapped
+/// first, if given).
+fn tlbis_of_unmap(before: Option<(u64, u64)>, ipa: u64, size: u64) -> Vec<MmEvent> {
+    let (mut s2, mut cache, mm) = tree(true, true);
+    cache.topup(&mm, 8).unwrap();
+    if let Some((at, len)) = before {
+        s2.exclusive().unmap(at, len, &mut cache).unwrap();
+    }
+    mm.take_events();
+    s2.exclusive().unmap(ipa, size, &mut cache).unwrap();
+    let tlbis = mm
+        .take_events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                MmEvent::TlbiAddr { .. } | MmEvent::TlbiRange { .. } | MmEvent::TlbiAll
+            )
+        })
+        .collect();
+    s2.destroy();
+    cache.drain(&mm);
+    tlbis
+}
+
+/// `n` range invalidations of the chunks of a run of `entries` entries of
+/// `size` bytes from `at`, 64 entries a chunk.
+fn chunks(at: u64, entries: u64, size: u64) -> Vec<MmEvent> {
+    (0..entries)
+        .step_by(64)
+        .map(|first| MmEvent::TlbiRange {
+            addr: at + first * size,
+            size: (entries - first).min(64) * size,
+        })
+        .collect()
+}
+
+#[test]
+fn runs_invalidate_once_per_chunk_and_never_an_empty_range() {
+    // 300 pages of one table: five chunks, no invalidation by address.
+    // Handing a run's entries to single visits would invalidate page by
+    // page.
+    assert_eq!(
+        tlbis_of_unmap(None, PAGES + K4, 300 * K4),
+        chunks(PAGES + K4, 300, K4)
+    );
+    // 70 blocks, then the two page tables the range covers whole, in one
+    // run at level 2: two chunks (64 entries, then 6 and the tables).
+    assert_eq!(
+        tlbis_of_unmap(None, BLOCKS + 30 * M2, 72 * M2),
+        chunks(BLOCKS + 30 * M2, 72, M2)
+    );
+    // A range that starts on an empty entry: nothing invalidated for it,
+    // not even an empty range; then the pages after it, as before.
+    assert_eq!(
+        tlbis_of_unmap(Some((PAGES + K4, K4)), PAGES + K4, 10 * K4),
+        chunks(PAGES + 2 * K4, 9, K4)
+    );
 }
