@@ -9,7 +9,7 @@ HYP_ELF="$root/target/$HYP_TARGET/$HYP_PROFILE/hyp"
 HYP_IMG="$HYP_ELF.img"
 
 # The machine every script boots: EL2 (virtualization=on), GICv3, 4 CPUs.
-# Never -semihosting: QEMU would serve a guest's semihosting calls itself
+# Never QEMU's semihosting option: QEMU would serve a guest's semihosting calls itself
 # (host files, host commands) before the hypervisor could refuse them.
 # No NIC: the hypervisor drives none, and QEMU's default one needs a boot ROM
 # (efi-virtio.rom) that minimal installs lack (Debian ships it in ipxe-qemu).
