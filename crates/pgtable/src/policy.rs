@@ -246,6 +246,21 @@ mod tests {
     const DOC: &str = include_str!("../POLICY.md");
 
     #[test]
+    fn access_modes_are_named_as_in_policy_md() {
+        // The modes table's columns and the definitions use these names
+        // (the tables below are read by position, in `Access::ALL` order).
+        let header = format!(
+            "| operation | {} |",
+            Access::ALL.map(Access::name).join(" | ")
+        );
+        assert!(DOC.contains(&header), "no modes header {header:?}");
+        for access in Access::ALL {
+            let defined = format!("- **{}**:", access.name());
+            assert!(DOC.contains(&defined), "{defined:?} not in POLICY.md");
+        }
+    }
+
+    #[test]
     fn code_matches_policy_md() {
         // Modes: every operation listed once, each cell agrees.
         let modes = table_rows(DOC, "## Where each operation runs");
