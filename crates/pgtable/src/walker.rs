@@ -894,4 +894,19 @@ mod tests {
         assert_eq!(result, Ok(()));
         assert_eq!(visits.len(), 7);
     }
+
+    /// A set of flags is a set: a union with flags already present keeps
+    /// them (an exclusive or would drop them), `without` removes only
+    /// what it names, and `contains` asks for every flag, not any.
+    #[test]
+    fn walk_flags_are_sets() {
+        let a = WalkFlags::LEAF.union(WalkFlags::TABLE_POST);
+        let b = a.union(WalkFlags::LEAF);
+        assert_eq!(b, a, "LEAF | TABLE_POST | LEAF");
+        assert!(b.contains(WalkFlags::LEAF) && b.contains(WalkFlags::TABLE_POST));
+        assert!(!b.contains(WalkFlags::TABLE_POST.union(WalkFlags::NO_RUNS)));
+        let c = b.without(WalkFlags::TABLE_POST.union(WalkFlags::SKIP_CMO));
+        assert_eq!(c, WalkFlags::LEAF);
+        assert_eq!(c.without(WalkFlags::LEAF), WalkFlags::default());
+    }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use pgtable::host::HostMm;
-use pgtable::{Error, Hyp, MemCache, Prot, Stage2};
+use pgtable::{Error, Hyp, MemCache, MmOps, Prot, Stage2};
 
 /// Output addresses are 48 bits (no LPA). A PA that does not fit must be
 /// refused, not silently truncated by the descriptor's address mask.
@@ -104,6 +104,61 @@ fn create_unlinked_out_of_pages_frees_what_it_built() {
         2 + cache.len(),
         "root (2 pages) + what is left in the cache"
     );
+    drop(s2);
+    cache.drain(&mm);
+    assert_eq!(mm.live_pages(), 0);
+}
+
+/// `root_pa` is the page `VTTBR_EL2.BADDR` will hold, so it must be the
+/// root the walks write: a live allocation of the tree's `MmOps`, aligned
+/// to the concatenated root's size, whose entry 1 describes the 1 GiB
+/// block mapped at IPA 1 GiB.
+#[test]
+fn root_pa_is_the_root_the_walks_write() {
+    let mm = HostMm::new();
+    let s2 = Stage2::new(mm.clone(), 40).unwrap();
+    let mut cache = MemCache::new();
+    cache.topup(&mm, 8).unwrap();
+    let root = s2.root_pa();
+    assert!(mm.is_live(root), "root_pa {root:#x} is no allocation");
+    assert_eq!(root % (2 * K4), 0, "concatenated root aligned to its size");
+    s2.shared()
+        .map(G1, G1, 0x80_4000_0000, Prot::RW, &mut cache)
+        .unwrap();
+    // SAFETY: `root` is a live root of 2 pages of the host `MmOps`
+    // (checked above), so its entry 1 is in bounds; the tree is held by
+    // this thread alone.
+    let entry = unsafe { mm.phys_to_virt(root).add(1).read_volatile() };
+    assert_eq!(entry & 0b11, 0b01, "entry 1 is a block: {entry:#x}");
+    assert_eq!(entry & 0xffff_ffff_f000 & !(G1 - 1), 0x80_4000_0000);
+    drop(s2);
+    cache.drain(&mm);
+    assert_eq!(mm.live_pages(), 0);
+}
+
+/// The block and its output must each be aligned: an IPA and a PA
+/// misaligned by the same offset are refused too, before any page is
+/// taken from the cache.
+#[test]
+fn create_unlinked_refuses_ipa_and_pa_misaligned_alike() {
+    let mm = HostMm::new();
+    let s2 = Stage2::new(mm.clone(), 40).unwrap();
+    let mut cache = MemCache::new();
+    cache.topup(&mm, 4).unwrap();
+    for (ipa, pa) in [
+        (G1 + K4, 0x80_4000_0000 + K4),
+        (G1 + M2, 0x80_4000_0000 + M2),
+        (G1 + K4, 0x80_4000_0000),
+        (G1, 0x80_4000_0000 + K4),
+    ] {
+        let r = s2.create_unlinked(ipa, pa, lv(1), Prot::RW, false, &mut cache);
+        assert!(
+            matches!(r, Err(Error::Misaligned { .. })),
+            "ipa {ipa:#x} pa {pa:#x}: {:?}",
+            r.map(|t| t.pa())
+        );
+        assert_eq!(cache.len(), 4, "a refused build took a page");
+    }
     drop(s2);
     cache.drain(&mm);
     assert_eq!(mm.live_pages(), 0);
