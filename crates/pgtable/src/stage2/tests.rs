@@ -617,6 +617,13 @@ fn unlinked_subtrees_are_built_offline_and_freed() {
         "a level-2 table and 512 level-3 tables"
     );
     assert!(mm.take_events().is_empty(), "no TLB or cache maintenance");
+    // `pa` names the table page that was built: a live page whose first
+    // entry is a table descriptor (a level-2 table of level-3 tables).
+    assert!(mm.is_live(t.pa()), "pa {:#x} is no page", t.pa());
+    // SAFETY: a live page of the host `MmOps`, linked nowhere and not
+    // written by anyone while this thread reads it.
+    let first = unsafe { mm.phys_to_virt(t.pa()).read_volatile() };
+    assert_eq!(first & 0b11, 0b11, "entry 0 is a table: {first:#x}");
     // SAFETY-free check of the contents: walk it by linking nothing; just
     // count the tables and free them.
     assert_eq!(s2.stats().table_pages, 513);
