@@ -374,7 +374,14 @@ impl<'w, M: MmOps, V: Visitor<M>> Walk<'w, M, V> {
                     idx += end.done;
                     self.addr += end.done as u64 * level.entry_size();
                     match end.outcome {
-                        None if end.done == len => continue,
+                        None if end.done == len => {
+                            // The loop's progress rests on this: a run that
+                            // moved nothing would be offered again for ever.
+                            // Checked in test builds, so that a broken run
+                            // fails a test instead of hanging it.
+                            debug_assert!(end.done > 0, "an empty run was offered");
+                            continue;
+                        }
                         // Entry `idx` was left alone: visit it on its own.
                         None => {}
                         Some(outcome) => match self.decide(Err(outcome), &mut tries, level)? {
