@@ -81,13 +81,20 @@ pub struct HostMm {
 }
 
 impl HostMm {
-    /// A recorder with no page limit, recording events.
+    /// Live pages a tracking recorder hands out before it refuses (64 MiB
+    /// of tables; no test builds more): a broken page count then fails
+    /// with [`crate::Error::NoMemory`] in a moment instead of allocating
+    /// until the test is stopped. [`HostMm::set_page_limit`] changes it.
+    pub const DEFAULT_PAGE_LIMIT: usize = 1 << 14;
+
+    /// A recorder, recording events, that refuses allocations past
+    /// [`HostMm::DEFAULT_PAGE_LIMIT`] live pages.
     #[must_use]
     pub fn new() -> HostMm {
         let mm = HostMm::default();
         mm.inner.recording.store(true, Relaxed);
         mm.inner.tracking.store(true, Relaxed);
-        mm.inner.limit.store(usize::MAX, Relaxed);
+        mm.inner.limit.store(Self::DEFAULT_PAGE_LIMIT, Relaxed);
         mm.inner.yield_on_relax.store(true, Relaxed);
         mm
     }
