@@ -990,4 +990,36 @@ mod tests {
             }
         }
     }
+
+    /// `RunCtx::at(i)` is what a visit of entry `i` alone would get: its
+    /// entry, its input address (the run's start plus `i` entries), the
+    /// walk's end, level, mode and flags.
+    #[test]
+    fn a_run_entry_has_the_context_of_its_own_visit() {
+        let mm = HostMm::new();
+        let (stats, deferred) = (Stats::default(), Deferred::default());
+        let entries: Vec<AtomicU64> = (0..5).map(|_| AtomicU64::new(0)).collect();
+        let level = Level::new(2).unwrap();
+        let addr = 0x40_0000_0000 + 3 * level.entry_size();
+        let run = RunCtx {
+            mm: &mm,
+            entries: &entries,
+            addr,
+            end: addr + 5 * level.entry_size() + 0x1000,
+            level,
+            access: Access::Shared,
+            flags: WalkFlags::LEAF.union(WalkFlags::SKIP_CMO),
+            stats: &stats,
+            deferred: &deferred,
+        };
+        for (i, entry) in entries.iter().enumerate() {
+            let old = Pte::from_bits(i as u64);
+            let ctx = run.at(i, old);
+            assert!(core::ptr::eq(ctx.entry, entry), "entry {i}");
+            assert_eq!(ctx.addr, addr + i as u64 * level.entry_size(), "entry {i}");
+            assert_eq!(ctx.old, old);
+            assert_eq!((ctx.end, ctx.level), (run.end, level));
+            assert_eq!((ctx.access, ctx.flags), (run.access, run.flags));
+        }
+    }
 }

@@ -198,3 +198,72 @@ fn runs_invalidate_once_per_chunk_and_never_an_empty_range() {
         chunks(PAGES + 2 * K4, 9, K4)
     );
 }
+
+/// `unreached_leaves` (which does not ask every event about every leaf)
+/// answers as the definition, `tlbi_reaches` asked of every pair, does: on
+/// random leaves of every level, valid or not, and random invalidations by
+/// address (right and wrong level hints), ranges (some covering a leaf in
+/// part or whole, some empty), everything, and other events.
+#[test]
+fn unreached_leaves_agrees_with_tlbi_reaches() {
+    let mut rng = Rng::new(0x5eed);
+    let window = 4 * G1;
+    let mut reached_some = 0;
+    for case in 0..2000 {
+        let leaves: Vec<(u64, pgtable::Leaf)> = (0..rng.below(12))
+            .map(|_| {
+                let level = lv(1 + rng.below(3) as u8);
+                let start = level.align_down(rng.below(window));
+                let bits = if rng.below(5) == 0 { 0 } else { 0b11 };
+                (
+                    start,
+                    pgtable::Leaf {
+                        pte: pgtable::Pte::from_bits(bits),
+                        level,
+                    },
+                )
+            })
+            .collect();
+        let events: Vec<MmEvent> = (0..rng.below(10))
+            .map(|_| {
+                // Often at or near a leaf, so that the events reach some,
+                // some of them exactly to its end.
+                let near = match leaves.get(rng.below(leaves.len() as u64 + 1) as usize) {
+                    Some((start, _)) if rng.below(2) == 0 => *start,
+                    Some((start, _)) => start + rng.below(2 * M2) - M2.min(*start),
+                    None => rng.below(window),
+                };
+                match rng.below(20) {
+                    0 => MmEvent::TlbiAll,
+                    1..=3 => MmEvent::DcacheClean { pa: near, size: K4 },
+                    4..=10 => MmEvent::TlbiAddr {
+                        addr: near,
+                        level: lv(1 + rng.below(3) as u8),
+                    },
+                    _ => MmEvent::TlbiRange {
+                        addr: near & !(K4 - 1),
+                        size: [0, K4, M2, 2 * M2, G1][rng.below(5) as usize],
+                    },
+                }
+            })
+            .collect();
+        let naive: Vec<(u64, u8)> = leaves
+            .iter()
+            .filter(|(_, lf)| lf.pte.is_valid())
+            .filter(|(start, lf)| !events.iter().any(|e| tlbi_reaches(e, *start, lf.level)))
+            .map(|(start, lf)| (*start, lf.level.get()))
+            .collect();
+        let valid = leaves.iter().filter(|(_, lf)| lf.pte.is_valid()).count();
+        reached_some += usize::from(naive.len() < valid);
+        assert_eq!(
+            unreached_leaves(&leaves, &events),
+            naive,
+            "case {case}: leaves {leaves:x?}, events {events:x?}"
+        );
+    }
+    // The cases exercise both answers.
+    assert!(
+        reached_some > 200,
+        "only {reached_some} cases reached a leaf"
+    );
+}
