@@ -481,9 +481,18 @@ impl<'w, M: MmOps, V: Visitor<M>> Walk<'w, M, V> {
     fn entry(&mut self, entry: &'w AtomicU64, level: Level, tries: u32) -> Result<(), Exit> {
         let addr = self.addr;
         let mut tries = tries;
+        // Test builds count the visits too: `decide` allows at most
+        // `max_retries` retries, so a broken bound fails a test instead of
+        // spinning it for ever on an entry that never settles.
+        let mut visits: u32 = 0;
         // Pre-order or leaf visit, retried as the policy says. A retry
         // re-reads the entry: whatever changed it is what we must see.
         let visited = loop {
+            visits = visits.saturating_add(1);
+            debug_assert!(
+                visits <= self.max_retries.saturating_add(1),
+                "entry {addr:#x} visited {visits} times: retries past their bound"
+            );
             let old = Pte::from_bits(entry.load(Ordering::Acquire));
             let kind = if old.is_table(level) {
                 VisitKind::TablePre
