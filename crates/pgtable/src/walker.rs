@@ -231,6 +231,33 @@ pub(crate) struct RunCtx<'w, M: MmOps> {
     deferred: &'w Deferred,
 }
 
+#[cfg(test)]
+impl<'w, M: MmOps> RunCtx<'w, M> {
+    /// A run of `entries` at `level` from `addr`, in an exclusive walk of
+    /// leaves whose range ends with the run: for tests of a visitor's
+    /// `visit_run` outside this module.
+    pub(crate) fn for_test(
+        mm: &'w M,
+        entries: &'w [AtomicU64],
+        addr: u64,
+        level: Level,
+        stats: &'w Stats,
+        deferred: &'w Deferred,
+    ) -> Self {
+        RunCtx {
+            mm,
+            entries,
+            addr,
+            end: addr + entries.len() as u64 * level.entry_size(),
+            level,
+            access: Access::Exclusive,
+            flags: WalkFlags::LEAF,
+            stats,
+            deferred,
+        }
+    }
+}
+
 impl<'w, M: MmOps> RunCtx<'w, M> {
     /// Entries in the run.
     #[inline]
@@ -924,80 +951,6 @@ mod tests {
         let c = b.without(WalkFlags::TABLE_POST.union(WalkFlags::SKIP_CMO));
         assert_eq!(c, WalkFlags::LEAF);
         assert_eq!(c.without(WalkFlags::LEAF), WalkFlags::default());
-    }
-
-    /// A map's run (`Map::visit_run`) takes empty entries whole exactly
-    /// where a leaf fits, as its per-entry visit would: the level can hold
-    /// a leaf, the entry is no larger than the map's largest leaf, and the
-    /// output is aligned to it. Elsewhere it declines and leaves every
-    /// entry alone; it stops at the first entry that is not empty. A
-    /// run declined where it fits only costs speed, so no comparison of
-    /// results sees it: this test does.
-    #[test]
-    fn map_runs_are_taken_exactly_where_a_leaf_fits() {
-        use crate::ops::Map;
-        use crate::pte::{Format, Stage2};
-        use crate::{MemCache, Prot};
-        use core::marker::PhantomData;
-        const PA: u64 = 0x80_0000_0000;
-        let mm = HostMm::new();
-        let (stats, deferred) = (Stats::default(), Deferred::default());
-        let attrs = Stage2::leaf_attrs(Prot::RW);
-        let busy = Pte::leaf_at(attrs, 0x1000, Level::LAST);
-        // (level, output, largest leaf, a busy entry) -> entries taken
-        let cases: [(u8, u64, u64, Option<usize>, usize); 8] = [
-            (3, PA, 1 << 12, None, 8),
-            (3, PA, 1 << 30, None, 8),
-            (3, PA, 1 << 12, Some(3), 3),
-            (3, PA, 1 << 12, Some(0), 0),
-            (2, PA, 1 << 21, None, 8),
-            (2, PA + (1 << 12), 1 << 21, None, 0),
-            (2, PA, 1 << 12, None, 0),
-            (0, 0, u64::MAX, None, 0),
-        ];
-        for (n, pa, max_size, busy_at, taken) in cases {
-            let level = Level::new(n).unwrap();
-            let entries: Vec<AtomicU64> = (0..8).map(|_| AtomicU64::new(0)).collect();
-            if let Some(i) = busy_at {
-                entries[i].store(busy.bits(), Ordering::Relaxed);
-            }
-            let run = RunCtx {
-                mm: &mm,
-                entries: &entries,
-                addr: 0,
-                end: 8 * level.entry_size(),
-                level,
-                access: Access::Exclusive,
-                flags: WalkFlags::LEAF,
-                stats: &stats,
-                deferred: &deferred,
-            };
-            let mut cache = MemCache::new();
-            let mut map = Map::<Stage2> {
-                ipa: 0,
-                pa,
-                attrs,
-                max_size,
-                replace: false,
-                cache: &mut cache,
-                mapped: crate::Mapped::default(),
-                format: PhantomData,
-            };
-            let case = format!("level {n}, pa {pa:#x}, max {max_size:#x}, busy {busy_at:?}");
-            let end = map.visit_run(&run);
-            assert_eq!((end.done, end.outcome), (taken, None), "{case}");
-            assert_eq!(map.mapped.total(), taken as u64, "{case}");
-            for (i, e) in entries.iter().enumerate() {
-                let want = if i < taken {
-                    Pte::leaf_at(attrs, pa + i as u64 * level.entry_size(), level).bits()
-                } else if busy_at == Some(i) {
-                    busy.bits()
-                } else {
-                    0
-                };
-                assert_eq!(e.load(Ordering::Relaxed), want, "{case}: entry {i}");
-            }
-        }
     }
 
     /// `RunCtx::at(i)` is what a visit of entry `i` alone would get: its
