@@ -7,14 +7,27 @@ use common::*;
 use pgtable::host::HostMm;
 use pgtable::{Error, Hyp, MemCache, MmOps, Prot, Stage2};
 
+/// A 40-bit stage-2 tree and a cache of `pages` pages.
+fn stage2(pages: usize) -> (Stage2<HostMm>, MemCache, HostMm) {
+    let mm = HostMm::new();
+    let s2 = Stage2::new(mm.clone(), 40).unwrap();
+    let mut cache = MemCache::new();
+    cache.topup(&mm, pages).unwrap();
+    (s2, cache, mm)
+}
+
+/// Drops the tree and the cache: every page comes back.
+fn finish(s2: Stage2<HostMm>, mut cache: MemCache, mm: HostMm) {
+    drop(s2);
+    cache.drain(&mm);
+    assert_eq!(mm.live_pages(), 0, "pages leaked");
+}
+
 /// Output addresses are 48 bits (no LPA). A PA that does not fit must be
 /// refused, not silently truncated by the descriptor's address mask.
 #[test]
 fn stage2_map_refuses_output_addresses_beyond_48_bits() {
-    let mm = HostMm::new();
-    let s2 = Stage2::new(mm.clone(), 40).unwrap();
-    let mut cache = MemCache::new();
-    cache.topup(&mm, 8).unwrap();
+    let (s2, mut cache, mm) = stage2(8);
     let r = s2.shared().map(0, K4, 1 << 48, Prot::RW, &mut cache);
     let got = s2.shared().get_leaf(0).unwrap().translate(0);
     assert!(
@@ -30,9 +43,7 @@ fn stage2_map_refuses_output_addresses_beyond_48_bits() {
         r.is_err(),
         "map crossing PA 1<<48 returned {r:?}; its second page translates to {got:x?}"
     );
-    drop(s2);
-    cache.drain(&mm);
-    assert_eq!(mm.live_pages(), 0);
+    finish(s2, cache, mm);
 }
 
 /// Same for the EL2 tree.
@@ -92,10 +103,7 @@ fn hyp_same_mapping_inside_a_block_is_a_noop() {
 /// page accounting comes back to zero.
 #[test]
 fn create_unlinked_out_of_pages_frees_what_it_built() {
-    let mm = HostMm::new();
-    let s2 = Stage2::new(mm.clone(), 40).unwrap();
-    let mut cache = MemCache::new();
-    cache.topup(&mm, 100).unwrap();
+    let (s2, mut cache, mm) = stage2(100);
     let r = s2.create_unlinked(G1, 0x80_0000_0000, lv(1), Prot::RW, true, &mut cache);
     assert_eq!(r.map(|t| t.pa()), Err(Error::NoMemory));
     assert_eq!(s2.stats().table_pages, 0);
@@ -104,9 +112,7 @@ fn create_unlinked_out_of_pages_frees_what_it_built() {
         2 + cache.len(),
         "root (2 pages) + what is left in the cache"
     );
-    drop(s2);
-    cache.drain(&mm);
-    assert_eq!(mm.live_pages(), 0);
+    finish(s2, cache, mm);
 }
 
 /// `root_pa` is the page `VTTBR_EL2.BADDR` will hold, so it must be the
@@ -115,10 +121,7 @@ fn create_unlinked_out_of_pages_frees_what_it_built() {
 /// block mapped at IPA 1 GiB.
 #[test]
 fn root_pa_is_the_root_the_walks_write() {
-    let mm = HostMm::new();
-    let s2 = Stage2::new(mm.clone(), 40).unwrap();
-    let mut cache = MemCache::new();
-    cache.topup(&mm, 8).unwrap();
+    let (s2, mut cache, mm) = stage2(8);
     let root = s2.root_pa();
     assert!(mm.is_live(root), "root_pa {root:#x} is no allocation");
     assert_eq!(root % (2 * K4), 0, "concatenated root aligned to its size");
@@ -131,9 +134,7 @@ fn root_pa_is_the_root_the_walks_write() {
     let entry = unsafe { mm.phys_to_virt(root).add(1).read_volatile() };
     assert_eq!(entry & 0b11, 0b01, "entry 1 is a block: {entry:#x}");
     assert_eq!(entry & 0xffff_ffff_f000 & !(G1 - 1), 0x80_4000_0000);
-    drop(s2);
-    cache.drain(&mm);
-    assert_eq!(mm.live_pages(), 0);
+    finish(s2, cache, mm);
 }
 
 /// The block and its output must each be aligned: an IPA and a PA
@@ -141,10 +142,7 @@ fn root_pa_is_the_root_the_walks_write() {
 /// taken from the cache.
 #[test]
 fn create_unlinked_refuses_ipa_and_pa_misaligned_alike() {
-    let mm = HostMm::new();
-    let s2 = Stage2::new(mm.clone(), 40).unwrap();
-    let mut cache = MemCache::new();
-    cache.topup(&mm, 4).unwrap();
+    let (s2, mut cache, mm) = stage2(4);
     for (ipa, pa) in [
         (G1 + K4, 0x80_4000_0000 + K4),
         (G1 + M2, 0x80_4000_0000 + M2),
@@ -159,7 +157,5 @@ fn create_unlinked_refuses_ipa_and_pa_misaligned_alike() {
         );
         assert_eq!(cache.len(), 4, "a refused build took a page");
     }
-    drop(s2);
-    cache.drain(&mm);
-    assert_eq!(mm.live_pages(), 0);
+    finish(s2, cache, mm);
 }
