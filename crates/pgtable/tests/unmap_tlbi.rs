@@ -164,7 +164,7 @@ fn tlbis_of_unmap(before: Option<(u64, u64)>, ipa: u64, size: u64) -> Vec<MmEven
     tlbis
 }
 
-/// `n` range invalidations of the chunks of a run of `entries` entries of
+/// The range invalidations of the chunks of a run of `entries` entries of
 /// `size` bytes from `at`, 64 entries a chunk.
 fn chunks(at: u64, entries: u64, size: u64) -> Vec<MmEvent> {
     (0..entries)
